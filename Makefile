@@ -1,0 +1,45 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_INDEX := .rag-demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test eval bench lint clean
+
+setup: $(STAMP)
+
+# torch first, pinned: any other version would pull gigabytes of CUDA packages.
+# llama-cpp-python builds from source the first time (~5-15 min); pip caches the wheel.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	rm -rf $(DEMO_INDEX)
+	$(BIN)/rag ingest seeds --index $(DEMO_INDEX)
+	$(BIN)/rag ask "How many North Korean personnel have been deployed to Russia?" --index $(DEMO_INDEX)
+	@echo
+	$(BIN)/rag brief --index $(DEMO_INDEX) --max-points 6
+
+test: setup
+	$(BIN)/python -m ruff check rag tests bench
+	$(BIN)/python -m pytest
+
+eval: setup
+	$(BIN)/rag ingest seeds --index .rag-eval
+	$(BIN)/rag eval seeds/qa.jsonl --index .rag-eval
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+lint: setup
+	$(BIN)/python -m ruff check rag tests bench
+
+clean:
+	rm -rf $(DEMO_INDEX) .rag-eval .pytest_cache

@@ -1,0 +1,3 @@
+"""rag: offline question answering and cited briefings over local documents."""
+
+__version__ = "0.1.0"

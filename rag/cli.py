@@ -1,0 +1,280 @@
+"""The `rag` command: parse, call the library, print, map errors to exit codes.
+
+Heavy modules (torch, llama_cpp, faiss, sentence_transformers) are imported inside the
+commands that need them, so `rag --help` starts at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag.config import Settings
+from rag.errors import RagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Offline question answering and cited briefings over your documents.")
+
+IndexOpt = Annotated[Path | None, typer.Option("--index", envvar="RAG_INDEX",
+                                               help="Index folder [default: .rag]")]
+ModelOpt = Annotated[str | None, typer.Option("--model", envvar="RAG_MODEL",
+                                              help="Model name from `rag models`, or a GGUF path")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object")]
+KOpt = Annotated[int, typer.Option("--k", min=1, max=100, help="Passages to retrieve")]
+
+
+def _settings(index: Path | None, model: str | None = None) -> Settings:
+    return Settings.from_env(index_dir=index, model=model)
+
+
+def _fail(err: RagError) -> None:
+    typer.echo(f"rag: {err}", err=True)
+    raise typer.Exit(err.exit_code)
+
+
+def _emit_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _progress_printer():
+    """A one-line progress bar on standard error, drawn only for a person watching."""
+    if not sys.stderr.isatty():
+        return None
+    last = {"stage": None}
+
+    def show(stage: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\r{stage:>6} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{total}")
+        if done >= total or stage != last["stage"]:
+            sys.stderr.write("\n" if done >= total else "")
+        last["stage"] = stage
+        sys.stderr.flush()
+
+    return show
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders to add")],
+           index: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """Add files and folders (recursively) to the index."""
+    from rag.ingest import ingest as run
+
+    try:
+        report = run([str(p) for p in paths], _settings(index), progress=_progress_printer())
+    except RagError as e:
+        _fail(e)
+    for r in report.refused:
+        typer.echo(f"rag: refused {r.path}: {r.reason}", err=True)
+    if json_out:
+        _emit_json(report.as_json())
+    else:
+        typer.echo(f"indexed {len(report.added)} new, {len(report.replaced)} changed, "
+                   f"{len(report.unchanged)} unchanged, {len(report.removed)} removed "
+                   f"({report.n_chunks} chunks written); {len(report.refused)} refused", err=True)
+    if report.refused:
+        anything = report.added or report.replaced or report.unchanged or report.removed
+        raise typer.Exit(3 if anything else 1)
+
+
+@app.command()
+def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = False) -> None:
+    """Retrieval only: the best passages, no model."""
+    from rag.ingest import open_store
+    from rag.retrieve import Retriever
+
+    try:
+        store, embedder = open_store(_settings(index))
+        hits = Retriever(store, embedder).search(query, k)
+    except RagError as e:
+        _fail(e)
+    if json_out:
+        _emit_json({"query": query, "hits": [
+            {"rank": h.rank, "source": h.chunk.source, "chunk_id": h.chunk.chunk_id,
+             "score": round(h.score, 6), "text": h.chunk.text,
+             "start": h.chunk.start, "end": h.chunk.end, "also_in": list(h.also_in)}
+            for h in hits]})
+        return
+    for h in hits:
+        typer.echo(f"{h.rank}. {h.chunk.source} ({h.chunk.chunk_id}, score {h.score:.4f})")
+        typer.echo(f"   {h.chunk.text}\n")
+
+
+def _print_answer(a) -> None:
+    typer.echo(a.answer)
+    if a.citations:
+        typer.echo("\nSources:")
+        for c in a.citations:
+            typer.echo(f"  [{c.n}] {c.source} ({c.chunk_id})\n      \"{c.text}\"")
+
+
+@app.command()
+def ask(question: str, index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
+        json_out: JsonOpt = False) -> None:
+    """One grounded answer with numbered citations."""
+    from rag.answer import Answerer, answer_json
+
+    try:
+        answerer = Answerer(_settings(index, model))
+        answer = answerer.ask(question, k)
+    except RagError as e:
+        _fail(e)
+    if json_out:
+        _emit_json(answer_json(answer))
+    else:
+        _print_answer(answer)
+
+
+@app.command()
+def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5) -> None:
+    """Interactive questions in the terminal, one per line (Ctrl-D leaves)."""
+    from rag.answer import Answerer
+
+    try:
+        answerer = Answerer(_settings(index, model))
+    except RagError as e:
+        _fail(e)
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        try:
+            _print_answer(answerer.ask(line, k))
+        except RagError as e:
+            typer.echo(f"rag: {e}", err=True)
+        typer.echo("")
+
+
+@app.command()
+def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt = None,
+          model: ModelOpt = None, json_out: JsonOpt = False,
+          fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
+          out: Annotated[Path | None, typer.Option("--out", help="Write to this file")] = None,
+          max_points: Annotated[int, typer.Option("--max-points", min=1)] = 10) -> None:
+    """A cited briefing over the whole index, or over what concerns TOPIC."""
+    from rag import brief as briefing
+
+    if json_out:
+        fmt = "json"
+    if fmt not in ("md", "json", "html"):
+        typer.echo(f"rag: --format must be md, json or html, not {fmt!r}", err=True)
+        raise typer.Exit(2)
+    if fmt == "html" and out is None:
+        typer.echo("rag: --format html needs --out FILE", err=True)
+        raise typer.Exit(2)
+    try:
+        result = briefing.build(_settings(index, model), topic, max_points=max_points)
+    except RagError as e:
+        _fail(e)
+    if fmt == "json":
+        text = json.dumps(briefing.as_json(result), ensure_ascii=False) + "\n"
+    elif fmt == "html":
+        text = briefing.as_html(result)
+    else:
+        text = briefing.as_markdown(result)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("eval")
+def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
+          json_out: JsonOpt = False,
+          retrieval_only: Annotated[bool, typer.Option("--retrieval-only",
+                                                       help="No model: retrieval only")] = False,
+          threshold: Annotated[list[str] | None, typer.Option(
+              "--threshold", help="metric=MIN or metric<=MAX; repeatable")] = None,
+          config: Annotated[Path | None, typer.Option(
+              "--config", help="TOML file with a [thresholds] table")] = None,
+          baseline: Annotated[Path | None, typer.Option(
+              "--baseline", help="A previous --json output to compare against")] = None,
+          tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline")]
+          = 0.02,
+          junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML")] = None,
+          ) -> None:
+    """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
+    from rag import evaluate
+
+    try:
+        items = evaluate.load_qa(qa_file)
+        thresholds = evaluate.load_thresholds(config) if config else {}
+        for spec in threshold or []:
+            name, value = evaluate.parse_threshold(spec)
+            thresholds[name] = value
+        base = None
+        if baseline is not None:
+            try:
+                base = json.loads(baseline.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise RagError(f"{baseline}: not a readable eval --json output ({e})") from None
+        report = evaluate.run(_settings(index, model), items, retrieval_only=retrieval_only,
+                              k=k, progress=_eval_progress())
+    except RagError as e:
+        _fail(e)
+    failures = evaluate.check_gates(report["metrics"], thresholds, base, tolerance)
+    report["gates"] = {"thresholds": thresholds, "baseline": str(baseline) if baseline else None,
+                       "tolerance": tolerance, "failures": failures, "passed": not failures}
+    if junit is not None:
+        junit.write_text(evaluate.junit_xml(items, report), encoding="utf-8")
+    if json_out:
+        _emit_json(report)
+    else:
+        typer.echo(evaluate.table(report))
+    for f in failures:
+        typer.echo(f"rag: eval gate failed: {f}", err=True)
+    if failures:
+        raise typer.Exit(4)
+
+
+def _eval_progress():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        sys.stderr.write(f"\r  eval {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+@app.command()
+def models(json_out: JsonOpt = False) -> None:
+    """The models this machine has: bundled, registered and dropped into models/."""
+    from rag.registry import default_llm_name, list_models
+
+    settings = Settings.from_env()
+    specs = list_models(settings)
+    default = default_llm_name(settings)
+    if json_out:
+        _emit_json({"default": default, "models": [
+            {"name": s.name, "kind": s.kind, "installed": s.installed,
+             "path": str(s.path) if s.path else None, "size_bytes": s.size_bytes,
+             "prompt_style": s.prompt_style, "description": s.description} for s in specs]})
+        return
+    for s in specs:
+        size = s.size_bytes
+        shown = f"{size / 2**20:7.1f} MiB" if size else (
+            "(assembled on first use)" if s.needs_assembly else "not installed")
+        mark = "*" if s.name == default else " "
+        typer.echo(f"{mark} {s.name:<22} {s.kind:<9} {shown:>24}  {s.description}")
+
+
+def main() -> None:
+    app()

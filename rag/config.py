@@ -1,0 +1,64 @@
+"""One Settings object, read once from the environment (and CLI flags), passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+# The tool never reaches a network: set before any Hugging Face library is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    index_dir: Path = Path(".rag")
+    model: str | None = None  # None: the registry's default_llm
+    embedding_model: str = "all-minilm-l6-v2"
+    models_dir: Path = PROJECT_ROOT / "models"
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    k: int = 5
+    chunk_tokens: int = 128  # in the embedding model's own tokens
+    chunk_overlap_sentences: int = 1
+    n_threads: int = 0  # 0: the cores this process may use
+    n_ctx: int = 2048
+    seed: int = 1234
+    temperature: float = 0.0
+    max_answer_tokens: int = 48
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        env = os.environ
+        values: dict = {}
+        if env.get("RAG_INDEX"):
+            values["index_dir"] = Path(env["RAG_INDEX"])
+        if env.get("RAG_MODEL"):
+            values["model"] = env["RAG_MODEL"]
+        if env.get("RAG_MODELS_DIR"):
+            values["models_dir"] = Path(env["RAG_MODELS_DIR"])
+        if env.get("RAG_THREADS"):
+            values["n_threads"] = int(env["RAG_THREADS"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def threads(self) -> int:
+        return self.n_threads if self.n_threads > 0 else min(4, free_cores())

@@ -1,0 +1,44 @@
+"""Project errors. Every message says what went wrong and what to do about it."""
+
+
+class RagError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code = 1
+
+
+class ModelNotFound(RagError):
+    pass
+
+
+class StoreError(RagError):
+    """The index is missing, damaged, locked or built with another embedding model."""
+
+
+class IndexMissing(StoreError):
+    pass
+
+
+class IndexMismatch(StoreError):
+    pass
+
+
+class IndexLocked(StoreError):
+    pass
+
+
+class InputRefused(RagError):
+    """One input file could not be read; the message names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class PromptError(RagError):
+    pass
+
+
+class QAFileError(RagError):
+    pass

@@ -1,0 +1,113 @@
+"""The GGUF model behind one method, loaded once per process and lazily.
+
+Prompt style comes from the registry: "chat" uses the chat template stored in the GGUF's own
+metadata (never hand-built tokens); "completion" renders a plain prompt file; "auto" (drop-in
+models) picks chat when the GGUF carries a template.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+from rag import prompts
+from rag.config import Settings
+from rag.errors import ModelNotFound
+from rag.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+class LLM:
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        self.spec = spec
+        self.settings = settings
+        self.n_ctx = min(settings.n_ctx, spec.n_ctx) if spec.n_ctx else settings.n_ctx
+
+    @cached_property
+    def _llama(self):
+        from llama_cpp import Llama
+
+        try:
+            return Llama(
+                model_path=str(self.spec.path),
+                n_ctx=self.n_ctx,
+                n_threads=self.settings.threads,
+                n_threads_batch=self.settings.threads,
+                n_batch=512,
+                seed=self.settings.seed,
+                flash_attn=True,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise ModelNotFound(f"{self.spec.path} could not be loaded by llama.cpp ({e}): "
+                                "check that it is a complete GGUF file") from e
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def fingerprint(self) -> str:
+        st = os.stat(self.spec.path)
+        return f"{self.spec.name}:{st.st_size}:{int(st.st_mtime)}"
+
+    @cached_property
+    def chat(self) -> bool:
+        if self.spec.prompt_style == "chat":
+            return True
+        if self.spec.prompt_style == "completion":
+            return False
+        return bool(self._llama.metadata.get("tokenizer.chat_template"))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def generate(self, task: str, values: dict[str, object], max_tokens: int,
+                 grammar: str | None = None, stop: list[str] | None = None) -> Generation:
+        """Render prompts/{task}.* for this model's prompt style and generate, greedily."""
+        from llama_cpp import LlamaGrammar
+
+        llama = self._llama
+        pdir = self.settings.prompts_dir
+        compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
+        common = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
+                      top_k=1, top_p=1.0, repeat_penalty=1.0, seed=self.settings.seed,
+                      grammar=compiled, stop=stop or [])
+        t0 = time.perf_counter()
+        if self.chat:
+            messages = [
+                {"role": "system", "content": prompts.render_file(pdir, f"{task}.system.txt",
+                                                                  values)},
+                {"role": "user", "content": prompts.render_file(pdir, f"{task}.user.txt",
+                                                                values)},
+            ]
+            out = llama.create_chat_completion(messages=messages, **common)
+            text = out["choices"][0]["message"]["content"] or ""
+        else:
+            prompt = prompts.render_file(pdir, f"{task}.completion.txt", values)
+            out = llama.create_completion(prompt=prompt, **common)
+            text = out["choices"][0]["text"]
+        usage = out.get("usage", {})
+        return Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0),
+                          seconds=time.perf_counter() - t0)
+
+
+_cache: dict[tuple[str, int, int], LLM] = {}
+
+
+def get_llm(spec: ModelSpec, settings: Settings) -> LLM:
+    """One loaded model per file per process."""
+    key = (str(spec.path), settings.n_ctx, settings.threads)
+    if key not in _cache:
+        _cache[key] = LLM(spec, settings)
+    return _cache[key]

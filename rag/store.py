@@ -1,0 +1,322 @@
+"""The index on disk: metadata and vectors in SQLite (the truth), a FAISS file as a cache.
+
+Layout of an index folder:
+    rag.sqlite      documents, chunks (with their vectors), a full-text index, the manifest
+    vectors.faiss   FAISS index over the chunk vectors, tagged with the generation it holds
+    manifest.json   a human-readable copy of the manifest
+    write.lock      held by the one process that writes
+
+Every write is one SQLite transaction, so a kill at any moment leaves the last committed state.
+The FAISS file is rewritten atomically (temporary file + rename) after each commit and is
+rebuilt from SQLite whenever its generation does not match.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import IndexLocked, IndexMismatch, IndexMissing, StoreError
+from rag.types import Chunk, Document
+
+FORMAT_VERSION = 1
+DB_NAME = "rag.sqlite"
+FAISS_NAME = "vectors.faiss"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
+    n_chunks INTEGER NOT NULL, root TEXT, ingested_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL
+        REFERENCES documents(source) ON DELETE CASCADE,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize='porter unicode61');
+"""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    embedding_model: str
+    embedding_fingerprint: str
+    dimension: int
+    generation: int
+    n_documents: int
+    n_chunks: int
+
+    def as_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+class Store:
+    """An open index. Read methods see one consistent committed state."""
+
+    def __init__(self, index_dir: Path, db: sqlite3.Connection):
+        self.dir = index_dir
+        self.db = db
+        self._faiss = None
+        self._faiss_generation = -1
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, index_dir: Path | str, embedding_model: str, fingerprint: str,
+             dimension: int, create: bool = False) -> Store:
+        index_dir = Path(index_dir)
+        db_path = index_dir / DB_NAME
+        if not db_path.exists():
+            if not create:
+                raise IndexMissing(
+                    f"no index at {index_dir}/: run `rag ingest PATH` first, or point --index "
+                    "at an existing index")
+            index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            store = cls(index_dir, db)
+            if create:
+                db.executescript(SCHEMA)
+            store._check_or_init(embedding_model, fingerprint, dimension, create)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{db_path} is not a readable index ({e}); move it away and "
+                             "re-run `rag ingest`") from e
+        return store
+
+    def _check_or_init(self, model: str, fingerprint: str, dimension: int, create: bool) -> None:
+        meta = self.meta()
+        if not meta:
+            if not create:
+                raise IndexMissing(f"{self.dir}/ holds no index yet: run `rag ingest PATH`")
+            with self.transaction():
+                for k, v in {"format_version": FORMAT_VERSION, "embedding_model": model,
+                             "embedding_fingerprint": fingerprint, "dimension": dimension,
+                             "generation": 0}.items():
+                    self.db.execute("INSERT INTO meta VALUES (?, ?)", (k, str(v)))
+            return
+        if int(meta.get("format_version", -1)) != FORMAT_VERSION:
+            raise IndexMismatch(
+                f"{self.dir}/ was written in index format {meta.get('format_version')}, this "
+                f"rag reads format {FORMAT_VERSION}: delete the folder and re-run `rag ingest`")
+        if meta["embedding_model"] != model or meta["embedding_fingerprint"] != fingerprint:
+            raise IndexMismatch(
+                f"{self.dir}/ was built with embedding model {meta['embedding_model']!r} "
+                f"({meta['embedding_fingerprint']}), not {model!r} ({fingerprint}): use that "
+                "model, or ingest into a new --index folder")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def meta(self) -> dict[str, str]:
+        try:
+            return dict(self.db.execute("SELECT key, value FROM meta"))
+        except sqlite3.OperationalError:
+            return {}
+
+    def manifest(self) -> Manifest:
+        m = self.meta()
+        n_docs, = self.db.execute("SELECT count(*) FROM documents").fetchone()
+        n_chunks, = self.db.execute("SELECT count(*) FROM chunks").fetchone()
+        return Manifest(int(m["format_version"]), m["embedding_model"],
+                        m["embedding_fingerprint"], int(m["dimension"]),
+                        int(m["generation"]), n_docs, n_chunks)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    @contextmanager
+    def writer(self, wait_s: float = 60.0) -> Iterator[Store]:
+        """Hold the index's write lock: one writer at a time; readers are never blocked."""
+        lock_path = self.dir / "write.lock"
+        with open(lock_path, "a+") as fh:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise IndexLocked(
+                            f"{self.dir}/ is being written by another rag process; wait for it "
+                            "to finish and try again") from None
+                    time.sleep(0.2)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def document_hashes(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT source, sha256 FROM documents"))
+
+    def documents_under(self, root: str) -> list[str]:
+        prefix = root.rstrip(os.sep) + os.sep
+        return [s for (s,) in self.db.execute("SELECT source FROM documents")
+                if s.startswith(prefix)]
+
+    def replace_documents(self, items: Iterable[tuple[Document, list[Chunk], np.ndarray]],
+                          remove: Iterable[str] = ()) -> None:
+        """In one transaction: drop `remove` and any older version of each document, then
+        insert each document with its chunks and vectors."""
+        with self.transaction() as db:
+            for source in remove:
+                self._delete(db, source)
+            for doc, chunks, vectors in items:
+                self._delete(db, doc.source)
+                db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                           (doc.source, doc.sha256, doc.title, doc.text, len(chunks), time.time()))
+                for chunk, vec in zip(chunks, vectors):
+                    cur = db.execute(
+                        "INSERT INTO chunks (chunk_id, source, start, end, text, n_tokens, vector)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (chunk.chunk_id, chunk.source, chunk.start, chunk.end, chunk.text,
+                         chunk.n_tokens, np.asarray(vec, dtype=np.float32).tobytes()))
+                    db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
+                               (cur.lastrowid, chunk.text))
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                       "WHERE key = 'generation'")
+        self._write_manifest_file()
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, source: str) -> None:
+        db.execute("DELETE FROM chunks_fts WHERE rowid IN "
+                   "(SELECT id FROM chunks WHERE source = ?)", (source,))
+        db.execute("DELETE FROM chunks WHERE source = ?", (source,))
+        db.execute("DELETE FROM documents WHERE source = ?", (source,))
+
+    def _write_manifest_file(self) -> None:
+        _atomic_write(self.dir / "manifest.json",
+                      json.dumps(self.manifest().as_json(), indent=2).encode())
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        return int(self.meta()["generation"])
+
+    def chunks_by_rowid(self, rowids: Iterable[int]) -> dict[int, Chunk]:
+        ids = list(rowids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT id, chunk_id, source, start, end, text, n_tokens FROM chunks "
+            f"WHERE id IN ({marks})", ids)
+        return {r[0]: Chunk(*r[1:]) for r in rows}
+
+    def vectors(self, rowids: list[int]) -> np.ndarray:
+        dim = int(self.meta()["dimension"])
+        out = np.zeros((len(rowids), dim), dtype=np.float32)
+        if not rowids:
+            return out
+        marks = ",".join("?" * len(rowids))
+        found = {i: v for i, v in self.db.execute(
+            f"SELECT id, vector FROM chunks WHERE id IN ({marks})", rowids)}
+        for j, i in enumerate(rowids):
+            out[j] = np.frombuffer(found[i], dtype=np.float32)
+        return out
+
+    def document_text(self, source: str) -> str | None:
+        row = self.db.execute("SELECT text FROM documents WHERE source = ?", (source,)).fetchone()
+        return row[0] if row else None
+
+    def documents(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT source, title FROM documents ORDER BY source"))
+
+    def all_chunks(self, source: str | None = None) -> list[tuple[int, Chunk]]:
+        q = "SELECT id, chunk_id, source, start, end, text, n_tokens FROM chunks"
+        args: tuple = ()
+        if source is not None:
+            q += " WHERE source = ?"
+            args = (source,)
+        return [(r[0], Chunk(*r[1:])) for r in self.db.execute(q + " ORDER BY source, start", args)]
+
+    def lexical_search(self, match_expr: str, limit: int) -> list[tuple[int, float]]:
+        """(rowid, bm25) best first; bm25() in SQLite is lower-is-better, so it is negated."""
+        if not match_expr:
+            return []
+        rows = self.db.execute(
+            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY s LIMIT ?", (match_expr, limit))
+        return [(r, -s) for r, s in rows]
+
+    def faiss_index(self):
+        """The FAISS index for the current generation, from disk or rebuilt from SQLite."""
+        import faiss
+
+        gen = self.generation()
+        if self._faiss is not None and self._faiss_generation == gen:
+            return self._faiss
+        path = self.dir / FAISS_NAME
+        tag = self.dir / (FAISS_NAME + ".generation")
+        index = None
+        if path.exists() and tag.exists() and tag.read_text().strip() == str(gen):
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError:
+                index = None
+        if index is None or index.ntotal != self.manifest().n_chunks:
+            index = self._build_faiss()
+            self._save_faiss(index, gen)
+        self._faiss, self._faiss_generation = index, gen
+        return index
+
+    def _build_faiss(self):
+        import faiss
+
+        dim = int(self.meta()["dimension"])
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        ids, vecs = [], []
+        for rowid, blob in self.db.execute("SELECT id, vector FROM chunks ORDER BY id"):
+            ids.append(rowid)
+            vecs.append(np.frombuffer(blob, dtype=np.float32))
+        if ids:
+            index.add_with_ids(np.vstack(vecs), np.asarray(ids, dtype=np.int64))
+        return index
+
+    def _save_faiss(self, index, generation: int) -> None:
+        import faiss
+
+        path = self.dir / FAISS_NAME
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, path)
+            _atomic_write(self.dir / (FAISS_NAME + ".generation"), str(generation).encode())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only index still answers from memory
+
+    def refresh_faiss(self) -> None:
+        self.faiss_index()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,69 @@
+import pytest
+
+from rag import evidence as ev
+from rag.config import Settings
+from rag.errors import ModelNotFound
+from rag.llm import get_llm
+from rag.registry import resolve_llm
+
+SENTENCES = [
+    "South Korean intelligence estimates that about 15,000 North Korean personnel have been "
+    "deployed to Russia, with roughly 600 killed in combat.",
+    "Lee met Japanese Prime Minister Shigeru Ishiba in Tokyo.",
+]
+
+
+def _values(question):
+    return {"passages": "\n".join(f"[{i + 1}] {s}" for i, s in enumerate(SENTENCES)),
+            "question": question}
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    settings = Settings(n_threads=2)
+    return get_llm(resolve_llm("smollm2", settings), settings)
+
+
+def test_smollm_uses_its_own_chat_template(smollm):
+    assert smollm.chat
+    assert "im_start" in smollm._llama.metadata["tokenizer.chat_template"]
+
+
+def test_grammar_keeps_the_output_inside_the_evidence(smollm):
+    gen = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=24,
+                          grammar=ev.span_grammar(SENTENCES))
+    assert gen.text and any(gen.text in s for s in SENTENCES)
+    assert gen.completion_tokens >= 1
+
+
+def test_generation_is_deterministic(smollm):
+    g = ev.span_grammar(SENTENCES)
+    a = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
+    b = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
+    assert a.text == b.text
+
+
+def test_same_model_loads_once():
+    settings = Settings(n_threads=2)
+    spec = resolve_llm("smollm2", settings)
+    assert get_llm(spec, settings) is get_llm(spec, settings)
+
+
+def test_base_model_gets_a_completion_prompt():
+    settings = Settings(n_threads=2)
+    gemma = get_llm(resolve_llm("gemma3-270m", settings), settings)
+    assert not gemma.chat
+    gen = gemma.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=16,
+                         grammar=ev.span_grammar(SENTENCES))
+    assert any(gen.text in s for s in SENTENCES)
+
+
+def test_truncated_gguf_is_refused_clearly(tmp_path):
+    src = resolve_llm("smollm2", Settings()).path
+    broken = tmp_path / "broken.gguf"
+    with open(src, "rb") as f:
+        broken.write_bytes(f.read(1 << 20))
+    settings = Settings(n_threads=1)
+    with pytest.raises(ModelNotFound, match="could not be loaded"):
+        get_llm(resolve_llm(str(broken), settings), settings).generate(
+            "answer", _values("x?"), 4)
