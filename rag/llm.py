@@ -71,35 +71,67 @@ class LLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    # A ResponseCache (rag/cache.py) the caller may set: `rag eval` does, so an unchanged
+    # re-run is answered from disk. None: always generate.
+    cache = None
+
     def generate(self, task: str, values: dict[str, object], max_tokens: int,
                  grammar: str | None = None, stop: list[str] | None = None) -> Generation:
         """Render prompts/{task}.* for this model's prompt style and generate, greedily."""
-        from llama_cpp import LlamaGrammar
-
-        llama = self._llama
         pdir = self.settings.prompts_dir
-        compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
-        common = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
+        params = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
                       top_k=1, top_p=1.0, repeat_penalty=1.0, seed=self.settings.seed,
-                      grammar=compiled, stop=stop or [])
+                      stop=stop or [])
         t0 = time.perf_counter()
         if self.chat:
-            messages = [
+            request: dict = {"messages": [
                 {"role": "system", "content": prompts.render_file(pdir, f"{task}.system.txt",
                                                                   values)},
                 {"role": "user", "content": prompts.render_file(pdir, f"{task}.user.txt",
                                                                 values)},
-            ]
-            out = llama.create_chat_completion(messages=messages, **common)
+            ]}
+        else:
+            request = {"prompt": prompts.render_file(pdir, f"{task}.completion.txt", values)}
+        key = None
+        if self.cache is not None:
+            key = self._cache_key(request, params, grammar)
+            hit = self.cache.get(key)
+            if hit is not None and isinstance(hit.get("text"), str):
+                return Generation(text=hit["text"], prompt_tokens=hit.get("prompt_tokens", 0),
+                                  completion_tokens=hit.get("completion_tokens", 0),
+                                  seconds=time.perf_counter() - t0)
+        from llama_cpp import LlamaGrammar
+
+        llama = self._llama
+        compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
+        if "messages" in request:
+            out = llama.create_chat_completion(**request, **params, grammar=compiled)
             text = out["choices"][0]["message"]["content"] or ""
         else:
-            prompt = prompts.render_file(pdir, f"{task}.completion.txt", values)
-            out = llama.create_completion(prompt=prompt, **common)
+            out = llama.create_completion(**request, **params, grammar=compiled)
             text = out["choices"][0]["text"]
         usage = out.get("usage", {})
-        return Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
-                          completion_tokens=usage.get("completion_tokens", 0),
-                          seconds=time.perf_counter() - t0)
+        gen = Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
+                         completion_tokens=usage.get("completion_tokens", 0),
+                         seconds=time.perf_counter() - t0)
+        if key is not None:
+            self.cache.put(key, {"text": gen.text, "prompt_tokens": gen.prompt_tokens,
+                                 "completion_tokens": gen.completion_tokens})
+        return gen
+
+    def _cache_key(self, request: dict, params: dict, grammar: str | None) -> str:
+        """Everything that decides the output: the model file, the llama.cpp build, the
+        context size, the rendered prompt, the grammar and every sampling parameter."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from rag.cache import cache_key
+
+        try:
+            runtime = version("llama_cpp_python")
+        except PackageNotFoundError:
+            runtime = "unknown"
+        return cache_key(model=self.fingerprint, runtime=runtime, n_ctx=self.n_ctx,
+                         request=request, params=params, grammar=grammar)
 
 
 _cache: dict[tuple[str, int, int], LLM] = {}
