@@ -1,5 +1,11 @@
-"""Files and folders -> the index. Unchanged files are skipped, changed ones replaced, and
-files that vanished from an ingested folder dropped. Refused files are reported, not fatal."""
+"""Files and folders -> the index. Unchanged documents are skipped, changed ones replaced, and
+documents that vanished (from an ingested folder, or from a JSON Lines file) dropped. Refused
+inputs are reported, never fatal.
+
+Streamed: one file is read at a time, and its chunks are embedded and committed in batches, so
+memory holds one batch (and one document) whatever the size of the corpus. Every commit is one
+transaction: a run that is killed keeps what it committed, and the next run goes on from there.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from rag.chunking import chunk_document
 from rag.config import Settings
 from rag.embedder import Embedder, get_embedder
 from rag.errors import InputRefused
-from rag.loaders import discover, load
+from rag.loaders import discover, load_all
 from rag.registry import resolve_embedding
 from rag.store import Store
 from rag.types import Chunk, Document
@@ -48,82 +54,89 @@ def open_store(settings: Settings, create: bool = False) -> tuple[Store, Embedde
     return store, embedder
 
 
-def ingest(paths: list[str | Path], settings: Settings,
-           progress: Progress | None = None) -> IngestReport:
+def ingest(paths: list[str | Path], settings: Settings, progress: Progress | None = None,
+           commit_every: int = COMMIT_EVERY_CHUNKS) -> IngestReport:
     report = IngestReport()
     files, refused = discover(paths)
     report.refused.extend(refused)
     store, embedder = open_store(settings, create=True)
     try:
         with store.writer():
+            batch = _Batch(store, embedder, report, commit_every)
             known = store.document_hashes()
-            pending: list[tuple[Document, list[Chunk]]] = []
+            origin = store.document_files()
+            seen = {str(p) for p in files}
+            batch.remove(sorted({s for p in paths if Path(p).is_dir()
+                                 for s in store.documents_under(str(Path(p).resolve()))
+                                 if origin.get(s) not in seen}))
             for i, path in enumerate(files):
                 if progress:
                     progress("read", i, len(files))
-                try:
-                    doc = load(path)
-                except InputRefused as e:
-                    report.refused.append(e)
-                    continue
-                if known.get(doc.source) == doc.sha256:
-                    report.unchanged.append(doc.source)
-                    continue
-                (report.replaced if doc.source in known else report.added).append(doc.source)
-                chunks = chunk_document(doc, embedder.count_tokens,
-                                        max_tokens=min(settings.chunk_tokens,
-                                                       embedder.max_text_tokens),
-                                        overlap_sentences=settings.chunk_overlap_sentences,
-                                        hard_limit=embedder.max_text_tokens)
-                pending.append((doc, chunks))
-            seen = {str(p) for p in files}
-            vanished = [s for p in paths if Path(p).is_dir()
-                        for s in store.documents_under(str(Path(p).resolve()))
-                        if s not in seen]
-            report.removed = sorted(set(vanished))
-            _embed_and_commit(store, embedder, pending, report, progress)
-            if report.removed and not pending:
-                store.replace_documents([], remove=report.removed)
+                shown, produced, whole_file_refused = str(path), set(), False
+                for item in load_all(path):
+                    if isinstance(item, InputRefused):
+                        report.refused.append(item)
+                        whole_file_refused |= item.path == shown
+                        continue
+                    produced.add(item.source)
+                    if known.get(item.source) == item.sha256:
+                        report.unchanged.append(item.source)
+                        continue
+                    (report.replaced if item.source in known else report.added).append(
+                        item.source)
+                    batch.add(item, chunk_document(
+                        item, embedder.count_tokens,
+                        max_tokens=min(settings.chunk_tokens, embedder.max_text_tokens),
+                        overlap_sentences=settings.chunk_overlap_sentences,
+                        hard_limit=embedder.max_text_tokens))
+                if not whole_file_refused:  # records that left a JSON Lines file
+                    batch.remove(sorted(s for s, f in origin.items()
+                                        if f == shown and s != shown and s not in produced))
+            if progress:
+                progress("read", len(files), len(files))
+            batch.flush()
             store.refresh_faiss()
     finally:
         store.close()
     return report
 
 
-def _embed_and_commit(store: Store, embedder: Embedder,
-                      pending: list[tuple[Document, list[Chunk]]], report: IngestReport,
-                      progress: Progress | None) -> None:
-    total = sum(len(c) for _, c in pending)
-    done = 0
-    batch: list[tuple[Document, list[Chunk]]] = []
-    removals = list(report.removed)
+class _Batch:
+    """Documents waiting to be embedded and committed together, in one transaction."""
 
-    def flush() -> None:
-        nonlocal done, removals
-        texts = [c.text for _, chunks in batch for c in chunks]
+    def __init__(self, store: Store, embedder: Embedder, report: IngestReport,
+                 commit_every: int):
+        self.store, self.embedder, self.report = store, embedder, report
+        self.commit_every = max(1, commit_every)
+        self.items: list[tuple[Document, list[Chunk]]] = []
+        self.removals: list[str] = []
+        self.size = 0
 
-        def tick(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress:
-                progress("embed", done, total)
+    def add(self, doc: Document, chunks: list[Chunk]) -> None:
+        self.items.append((doc, chunks))
+        self.size += len(chunks)
+        if self.size >= self.commit_every:
+            self.flush()
 
-        vectors = embedder.embed(texts, progress=tick) if texts else np.zeros((0, 1))
-        items, offset = [], 0
-        for doc, chunks in batch:
-            items.append((doc, chunks, vectors[offset:offset + len(chunks)]))
+    def remove(self, sources: list[str]) -> None:
+        self.removals.extend(sources)
+        self.report.removed.extend(sources)
+
+    def flush(self) -> None:
+        if not self.items and not self.removals:
+            return
+        texts = [c.text for _, chunks in self.items for c in chunks]
+        # the same passage (a header, a repeated line) is embedded once
+        unique = list(dict.fromkeys(texts))
+        position = {t: i for i, t in enumerate(unique)}
+        if unique:
+            vectors = self.embedder.embed(unique)[[position[t] for t in texts]]
+        else:
+            vectors = np.zeros((0, self.embedder.dimension), dtype=np.float32)
+        rows, offset = [], 0
+        for doc, chunks in self.items:
+            rows.append((doc, chunks, vectors[offset:offset + len(chunks)]))
             offset += len(chunks)
-        store.replace_documents(items, remove=removals)
-        removals = []
-        report.n_chunks += len(texts)
-        batch.clear()
-
-    size = 0
-    for item in pending:
-        batch.append(item)
-        size += len(item[1])
-        if size >= COMMIT_EVERY_CHUNKS:
-            flush()
-            size = 0
-    if batch:
-        flush()
+        self.store.replace_documents(rows, remove=self.removals)
+        self.report.n_chunks += len(texts)
+        self.items, self.removals, self.size = [], [], 0

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -363,6 +364,9 @@ def _pdf(data: bytes, shown: str) -> tuple[str, tuple[int, ...], str]:
     """Text page by page, pages separated by a blank line; offsets of each page's start."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError
+
+    # pypdf logs every repair it makes on a damaged file; the refusal, if any, says enough
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)

@@ -8,7 +8,12 @@ Layout of an index folder:
 
 Every write is one SQLite transaction, so a kill at any moment leaves the last committed state.
 The FAISS file is rewritten atomically (temporary file + rename) after each commit and is
-rebuilt from SQLite whenever its generation does not match.
+rebuilt from SQLite whenever its generation or its set of ids does not match. Chunk ids are
+never reused (AUTOINCREMENT), so the same ids mean the same vectors.
+
+Readers never block and are never blocked: a search works on one committed state, pinned from
+the moment it asks for the FAISS index until the next search (or close), so an ingest that
+commits meanwhile cannot pull rows from under it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import numpy as np
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing, StoreError
 from rag.types import Chunk, Document
 
-FORMAT_VERSION = 1
+# 2: documents know the file they came from (JSON Lines records), their pages, url and
+#    metadata; chunks carry their page; chunk ids are unique per document, not overall (two
+#    copies of one file are two documents); row ids are never reused.
+FORMAT_VERSION = 2
 DB_NAME = "rag.sqlite"
 FAISS_NAME = "vectors.faiss"
 
@@ -36,15 +44,19 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
-    n_chunks INTEGER NOT NULL, root TEXT, ingested_at REAL NOT NULL);
+    n_chunks INTEGER NOT NULL, file TEXT NOT NULL, pages TEXT, url TEXT, metadata TEXT,
+    ingested_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS documents_file ON documents(file);
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL
+    id INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL, source TEXT NOT NULL
         REFERENCES documents(source) ON DELETE CASCADE,
     start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL,
-    n_tokens INTEGER NOT NULL, vector BLOB NOT NULL);
+    n_tokens INTEGER NOT NULL, vector BLOB NOT NULL, page INTEGER,
+    UNIQUE (source, chunk_id));
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize='porter unicode61');
 """
+CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Store:
         self.db = db
         self._faiss = None
         self._faiss_generation = -1
+        self._reading = False  # a read transaction pins the state the current search sees
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -90,8 +103,6 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(index_dir, db)
-            if create:
-                db.executescript(SCHEMA)
             store._check_or_init(embedding_model, fingerprint, dimension, create)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{db_path} is not a readable index ({e}); move it away and "
@@ -100,19 +111,29 @@ class Store:
 
     def _check_or_init(self, model: str, fingerprint: str, dimension: int, create: bool) -> None:
         meta = self.meta()
+        if meta:
+            self._check_format(meta)  # before the schema: an old index may lack its columns
+        if create:
+            self.db.executescript(SCHEMA)
         if not meta:
             if not create:
                 raise IndexMissing(f"{self.dir}/ holds no index yet: run `rag ingest PATH`")
-            with self.transaction():
+            with self.transaction():  # OR IGNORE: another process may be creating it too
                 for k, v in {"format_version": FORMAT_VERSION, "embedding_model": model,
                              "embedding_fingerprint": fingerprint, "dimension": dimension,
                              "generation": 0}.items():
-                    self.db.execute("INSERT INTO meta VALUES (?, ?)", (k, str(v)))
-            return
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (k, str(v)))
+            meta = self.meta()
+        self._check_format(meta)
+        self._check_model(meta, model, fingerprint)
+
+    def _check_format(self, meta: dict[str, str]) -> None:
         if int(meta.get("format_version", -1)) != FORMAT_VERSION:
             raise IndexMismatch(
                 f"{self.dir}/ was written in index format {meta.get('format_version')}, this "
                 f"rag reads format {FORMAT_VERSION}: delete the folder and re-run `rag ingest`")
+
+    def _check_model(self, meta: dict[str, str], model: str, fingerprint: str) -> None:
         if meta["embedding_model"] != model or meta["embedding_fingerprint"] != fingerprint:
             raise IndexMismatch(
                 f"{self.dir}/ was built with embedding model {meta['embedding_model']!r} "
@@ -120,6 +141,7 @@ class Store:
                 "model, or ingest into a new --index folder")
 
     def close(self) -> None:
+        self._end_read()
         self.db.close()
 
     def meta(self) -> dict[str, str]:
@@ -138,8 +160,21 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
 
+    def _begin_read(self) -> None:
+        """Pin the current committed state for the reads that follow (WAL: no lock taken)."""
+        self._end_read()
+        self.db.execute("BEGIN DEFERRED")
+        self._reading = True
+
+    def _end_read(self) -> None:
+        if self._reading:
+            self._reading = False
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._end_read()
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -178,6 +213,10 @@ class Store:
         return [s for (s,) in self.db.execute("SELECT source FROM documents")
                 if s.startswith(prefix)]
 
+    def document_files(self) -> dict[str, str]:
+        """source -> the file it was read from (itself, or the .jsonl holding the record)."""
+        return dict(self.db.execute("SELECT source, file FROM documents"))
+
     def replace_documents(self, items: Iterable[tuple[Document, list[Chunk], np.ndarray]],
                           remove: Iterable[str] = ()) -> None:
         """In one transaction: drop `remove` and any older version of each document, then
@@ -187,14 +226,20 @@ class Store:
                 self._delete(db, source)
             for doc, chunks, vectors in items:
                 self._delete(db, doc.source)
-                db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                           (doc.source, doc.sha256, doc.title, doc.text, len(chunks), time.time()))
+                db.execute(
+                    "INSERT INTO documents (source, sha256, title, text, n_chunks, file, pages, "
+                    "url, metadata, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (doc.source, doc.sha256, doc.title, doc.text, len(chunks), doc.origin,
+                     json.dumps(list(doc.pages)) if doc.pages else None, doc.url or None,
+                     json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None,
+                     time.time()))
                 for chunk, vec in zip(chunks, vectors):
                     cur = db.execute(
-                        "INSERT INTO chunks (chunk_id, source, start, end, text, n_tokens, vector)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO chunks (chunk_id, source, start, end, text, n_tokens, vector,"
+                        " page) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (chunk.chunk_id, chunk.source, chunk.start, chunk.end, chunk.text,
-                         chunk.n_tokens, np.asarray(vec, dtype=np.float32).tobytes()))
+                         chunk.n_tokens, np.asarray(vec, dtype=np.float32).tobytes(),
+                         chunk.page))
                     db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
                                (cur.lastrowid, chunk.text))
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
@@ -222,9 +267,7 @@ class Store:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self.db.execute(
-            f"SELECT id, chunk_id, source, start, end, text, n_tokens FROM chunks "
-            f"WHERE id IN ({marks})", ids)
+        rows = self.db.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", ids)
         return {r[0]: Chunk(*r[1:]) for r in rows}
 
     def vectors(self, rowids: list[int]) -> np.ndarray:
@@ -247,7 +290,7 @@ class Store:
         return list(self.db.execute("SELECT source, title FROM documents ORDER BY source"))
 
     def all_chunks(self, source: str | None = None) -> list[tuple[int, Chunk]]:
-        q = "SELECT id, chunk_id, source, start, end, text, n_tokens FROM chunks"
+        q = f"SELECT {CHUNK_COLUMNS} FROM chunks"
         args: tuple = ()
         if source is not None:
             q += " WHERE source = ?"
@@ -264,25 +307,42 @@ class Store:
         return [(r, -s) for r, s in rows]
 
     def faiss_index(self):
-        """The FAISS index for the current generation, from disk or rebuilt from SQLite."""
+        """The FAISS index for the current generation, from disk or rebuilt from SQLite.
+        Starts a search: the state it is read from stays pinned until the next search."""
         import faiss
 
+        self._begin_read()
         gen = self.generation()
         if self._faiss is not None and self._faiss_generation == gen:
             return self._faiss
         path = self.dir / FAISS_NAME
         tag = self.dir / (FAISS_NAME + ".generation")
         index = None
-        if path.exists() and tag.exists() and tag.read_text().strip() == str(gen):
-            try:
+        try:
+            if path.exists() and tag.exists() and tag.read_text().strip() == str(gen):
                 index = faiss.read_index(str(path))
-            except RuntimeError:
-                index = None
-        if index is None or index.ntotal != self.manifest().n_chunks:
+        except (RuntimeError, OSError):
+            index = None
+        if index is None or not self._same_ids(index):
             index = self._build_faiss()
             self._save_faiss(index, gen)
         self._faiss, self._faiss_generation = index, gen
         return index
+
+    def _same_ids(self, index) -> bool:
+        """The file holds exactly the chunks this state holds. Ids are never reused, so this
+        also catches a file written for another generation by a racing process."""
+        import faiss
+
+        ids = np.fromiter((r for (r,) in self.db.execute("SELECT id FROM chunks ORDER BY id")),
+                          dtype=np.int64)
+        if index.ntotal != len(ids):
+            return False
+        try:
+            held = faiss.vector_to_array(faiss.downcast_index(index).id_map)
+        except (AttributeError, RuntimeError):
+            return False
+        return bool(np.array_equal(np.sort(held), ids))
 
     def _build_faiss(self):
         import faiss
