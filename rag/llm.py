@@ -14,7 +14,7 @@ from functools import cached_property
 
 from rag import prompts
 from rag.config import Settings
-from rag.errors import ModelNotFound
+from rag.errors import ModelNotFound, PromptError
 from rag.registry import ModelSpec
 
 
@@ -143,3 +143,45 @@ def get_llm(spec: ModelSpec, settings: Settings) -> LLM:
     if key not in _cache:
         _cache[key] = LLM(spec, settings)
     return _cache[key]
+
+
+# Room for what rendering does not show: the chat template's role markers, BOS, a margin.
+TEMPLATE_MARGIN_TOKENS = 48
+
+
+def fit_to_context(llm: LLM, task: str, values: dict[str, object], max_tokens: int,
+                   cut: str = "question") -> tuple[dict[str, object], str | None]:
+    """`values` with values[cut] shortened from its end, at a word boundary, so that the
+    rendered prompt plus `max_tokens` of answer fit the model's context; and a note saying what
+    was cut, or None when nothing was. Call it before generate() whenever a value can be of any
+    size (a pasted question): llama.cpp refuses a prompt longer than its context."""
+    budget = llm.n_ctx - max_tokens - TEMPLATE_MARGIN_TOKENS
+    text = str(values.get(cut, ""))
+    used = _prompt_tokens(llm, task, {**values, cut: text})
+    if used <= budget:
+        return values, None
+    before = llm.count_tokens(text)
+    for _ in range(8):
+        if used <= budget or not text:
+            break
+        own = llm.count_tokens(text)
+        keep = max(0, own - (used - budget))
+        # cut in characters, in proportion, then back to the last word boundary
+        end = int(len(text) * keep / max(1, own) * 0.95)
+        space = text.rfind(" ", 0, end + 1)
+        text = text[:space if space > 0 else end].rstrip()
+        used = _prompt_tokens(llm, task, {**values, cut: text})
+    if used > budget:
+        raise PromptError(f"the {task!r} prompt needs {used} tokens even without its {cut}; "
+                          f"the model's context holds {llm.n_ctx}: use a model with a larger "
+                          "context (--model)")
+    note = (f"the {cut} was cut from {before} to {llm.count_tokens(text)} tokens to fit the "
+            f"model's {llm.n_ctx}-token context")
+    return {**values, cut: text}, note
+
+
+def _prompt_tokens(llm: LLM, task: str, values: dict[str, object]) -> int:
+    pdir = llm.settings.prompts_dir
+    names = [f"{task}.system.txt", f"{task}.user.txt"] if llm.chat else \
+        [f"{task}.completion.txt"]
+    return sum(llm.count_tokens(prompts.render_file(pdir, name, values)) for name in names)
