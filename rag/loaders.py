@@ -304,12 +304,23 @@ def _utf16_without_bom(data: bytes) -> str | None:
         return None
 
 
+# When a few accented letters in English-like text fit several code pages equally well, the
+# one most files are really in wins.
+_PREFERRED = ("cp1252", "iso8859_15", "latin_1", "cp1251", "koi8_r", "cp932", "gb18030")
+
+
 def _detect(data: bytes, shown: str) -> str:
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    if best is None:
+    matches = list(from_bytes(data))
+    if not matches:
         raise InputRefused(shown, "binary data, not text in any known encoding")
+    best = matches[0]
+    tied = [m for m in matches if m.chaos <= best.chaos + 0.005]
+    for name in _PREFERRED:
+        for m in tied:
+            if m.encoding == name:
+                return str(m)
     return str(best)
 
 
