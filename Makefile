@@ -27,13 +27,18 @@ demo: setup
 	@echo
 	$(BIN)/rag brief --index $(DEMO_INDEX) --max-points 6
 
-test: setup
+test: setup eval
 	$(BIN)/python -m ruff check rag tests bench
 	$(BIN)/python -m pytest
 
+# The regression gate: seeds/qa.jsonl against the committed thresholds in eval.toml (exit 4
+# when a metric falls). Model responses are cached in .rag-eval/cache.sqlite, so an unchanged
+# re-run skips the model; an index from an older format is rebuilt. Reports: .rag-eval/report.*
 eval: setup
-	$(BIN)/rag ingest seeds --index .rag-eval
-	$(BIN)/rag eval seeds/qa.jsonl --index .rag-eval
+	$(BIN)/rag ingest seeds/*.txt --index .rag-eval || \
+	  { rm -rf .rag-eval && $(BIN)/rag ingest seeds/*.txt --index .rag-eval; }
+	$(BIN)/rag eval seeds/qa.jsonl --index .rag-eval --config eval.toml \
+	  --junit .rag-eval/report.xml --html .rag-eval/report.html
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -198,7 +198,8 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
           retrieval_only: Annotated[bool, typer.Option("--retrieval-only",
                                                        help="No model: retrieval only")] = False,
           threshold: Annotated[list[str] | None, typer.Option(
-              "--threshold", help="metric=MIN or metric<=MAX; repeatable")] = None,
+              "--threshold", help="metric=LIMIT (its own direction), metric>=MIN or "
+                                  "metric<=MAX; repeatable, overrides --config")] = None,
           config: Annotated[Path | None, typer.Option(
               "--config", help="TOML file with a [thresholds] table")] = None,
           baseline: Annotated[Path | None, typer.Option(
@@ -206,6 +207,11 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
           tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline")]
           = 0.02,
           junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML")] = None,
+          html: Annotated[Path | None, typer.Option(
+              "--html", help="Write a self-contained HTML report")] = None,
+          no_cache: Annotated[bool, typer.Option(
+              "--no-cache", help="Ask the model every question, ignoring cached responses")]
+          = False,
           ) -> None:
     """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
     from rag import evaluate
@@ -214,27 +220,40 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
         items = evaluate.load_qa(qa_file)
         thresholds = evaluate.load_thresholds(config) if config else {}
         for spec in threshold or []:
-            name, value = evaluate.parse_threshold(spec)
-            thresholds[name] = value
+            name, limit = evaluate.parse_threshold(spec)
+            thresholds[name] = limit
         base = None
         if baseline is not None:
             try:
                 base = json.loads(baseline.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as e:
                 raise RagError(f"{baseline}: not a readable eval --json output ({e})") from None
+            if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
+                raise RagError(f"{baseline}: not an eval --json output (no \"metrics\" object)")
         report = evaluate.run(_settings(index, model), items, retrieval_only=retrieval_only,
-                              k=k, progress=_eval_progress())
+                              k=k, progress=_eval_progress(), use_cache=not no_cache)
     except RagError as e:
         _fail(e)
-    failures = evaluate.check_gates(report["metrics"], thresholds, base, tolerance)
-    report["gates"] = {"thresholds": thresholds, "baseline": str(baseline) if baseline else None,
-                       "tolerance": tolerance, "failures": failures, "passed": not failures}
-    if junit is not None:
-        junit.write_text(evaluate.junit_xml(items, report), encoding="utf-8")
+    report["gates"] = evaluate.check_gates(report["metrics"], thresholds, base, tolerance,
+                                           retrieval_only=retrieval_only)
+    report["gates"]["baseline"] = str(baseline) if baseline else None
+    failures = report["gates"]["failures"]
+    try:
+        if junit is not None:
+            junit.write_text(evaluate.junit_xml(items, report), encoding="utf-8")
+        if html is not None:
+            html.write_text(evaluate.html_report(items, report, base,
+                                                 title=f"rag eval: {qa_file.name}"),
+                            encoding="utf-8")
+    except OSError as e:
+        typer.echo(f"rag: cannot write the report: {e}", err=True)
+        raise typer.Exit(1) from None
     if json_out:
         _emit_json(report)
     else:
-        typer.echo(evaluate.table(report))
+        typer.echo(evaluate.table(report, base))
+    for name in report["gates"]["skipped"]:
+        typer.echo(f"rag: eval: threshold on {name} skipped (--retrieval-only)", err=True)
     for f in failures:
         typer.echo(f"rag: eval gate failed: {f}", err=True)
     if failures:

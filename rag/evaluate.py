@@ -19,6 +19,12 @@ from rag.errors import QAFileError
 # Metrics where a smaller value is better; every other metric is better larger.
 LOWER_IS_BETTER = {"false_abstention_rate", "latency_p50_s", "latency_p95_s",
                    "answer_words_mean"}
+# Metrics only a run with the model has; a --retrieval-only run skips their thresholds.
+ANSWER_METRICS = {"answer_accuracy", "answer_f1", "false_abstention_rate", "citation_precision",
+                  "citation_recall", "answer_words_mean", "abstention_accuracy"}
+# Compared with a baseline only through thresholds: wall-clock time depends on the machine
+# (and the cache), answer length is neither better nor worse, counts are not quality.
+NOT_AGAINST_BASELINE = ("latency_", "answer_words_mean", "n_", "k", "index_")
 DEFAULT_TOLERANCE = 0.02
 
 
@@ -118,13 +124,20 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k: int = 5,
-        progress: Callable[[int, int], None] | None = None) -> dict:
+        progress: Callable[[int, int], None] | None = None, use_cache: bool = True) -> dict:
+    """Ask every question; the report holds the metrics and one entry per pair. Model
+    responses are cached in the index folder (see rag/cache.py) unless use_cache is False."""
     from rag.answer import Answerer
+    from rag.cache import ResponseCache
     from rag.citations import strip_markers
 
     answerer = Answerer(settings)
     out_items = []
+    cache = previous_cache = None
     try:
+        if not retrieval_only and use_cache:
+            cache = ResponseCache.in_index(settings.index_dir)
+            previous_cache, answerer.llm.cache = answerer.llm.cache, cache
         for i, item in enumerate(items):
             t0 = time.perf_counter()
             if retrieval_only:
@@ -146,6 +159,8 @@ def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k
                 "method": None if answer is None else answer.method,
                 "answer_text": None if answer is None else strip_markers(answer.answer),
             })
+            ok, why = item_passed(item, out_items[-1])
+            out_items[-1].update(passed=ok, failure=why or None)
             if progress:
                 progress(i + 1, len(items))
         fingerprints = {
@@ -158,15 +173,22 @@ def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k
             fingerprints["model"] = answerer.llm.name
             fingerprints["model_fingerprint"] = answerer.llm.fingerprint
     finally:
+        if cache is not None:
+            answerer.llm.cache = previous_cache
+            cache.close()
         answerer.close()
     metrics = compute_metrics(items, out_items, k, retrieval_only)
     metrics.update(fingerprints)
-    return {"metrics": metrics, "items": out_items}
+    report = {"metrics": metrics, "items": out_items}
+    if not retrieval_only:
+        report["cache"] = cache.stats() if cache is not None else {"disabled": True}
+    return report
 
 
 def compute_metrics(items: list[QAItem], results: list[dict], k: int,
                     retrieval_only: bool) -> dict:
-    m: dict = {"n_items": len(items), "k": k}
+    m: dict = {"n_items": len(items), "n_unanswerable": sum(q.unanswerable for q in items),
+               "k": k}
     answerable = [(q, r) for q, r in zip(items, results) if not q.unanswerable and q.sources]
     ranks = []
     for q, r in answerable:
@@ -212,52 +234,82 @@ def _mean(values) -> float:
 
 
 # -- gates -----------------------------------------------------------------------------------
+# A threshold is (op, limit) with op ">=" (at least) or "<=" (at most).
 
-def parse_threshold(spec: str) -> tuple[str, float]:
-    """`answer_accuracy=0.95` (at least) or `false_abstention_rate<=0.05` (at most)."""
-    match = re.fullmatch(r"\s*([\w@.]+)\s*(>=|<=|=)\s*([0-9.]+)\s*", spec)
+def natural_op(name: str) -> str:
+    return "<=" if name in LOWER_IS_BETTER else ">="
+
+
+def parse_threshold(spec: str) -> tuple[str, tuple[str, float]]:
+    """`answer_accuracy=0.95` (the metric's own direction: at least, or at most for the
+    lower-is-better ones), `answer_words_mean<=12`, `recall@5>=0.9`."""
+    match = re.fullmatch(r"\s*([\w@.]+)\s*(>=|<=|=)\s*([0-9]*\.?[0-9]+)\s*", spec)
     if not match:
-        raise QAFileError(f"threshold {spec!r} must look like metric=0.9 or metric<=0.05")
-    return match.group(1), float(match.group(3))
+        raise QAFileError(f"threshold {spec!r} must look like metric=0.9, metric>=0.9 or "
+                          "metric<=0.05")
+    name, op = match.group(1), match.group(2)
+    return name, (natural_op(name) if op == "=" else op, float(match.group(3)))
 
 
-def check_gates(metrics: dict, thresholds: dict[str, float], baseline: dict | None = None,
-                tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
-    """Every failed gate, in words. An empty list means the run passes."""
-    failures = []
-    for name, limit in sorted(thresholds.items()):
-        if name not in metrics:
-            failures.append(f"{name}: no such metric in this run")
-            continue
-        value = metrics[name]
-        if name in LOWER_IS_BETTER and value > limit:
-            failures.append(f"{name} = {value} is above its threshold {limit}")
-        elif name not in LOWER_IS_BETTER and value < limit:
-            failures.append(f"{name} = {value} is below its threshold {limit}")
-    if baseline:
-        base = baseline.get("metrics", baseline)
-        for name, old in sorted(base.items()):
-            new = metrics.get(name)
-            if not isinstance(old, (int, float)) or isinstance(old, bool) or \
-                    not isinstance(new, (int, float)) or name.startswith(("latency", "n_", "k",
-                                                                         "index_")):
-                continue
-            if name in LOWER_IS_BETTER and new > old + tolerance:
-                failures.append(f"{name} rose from {old} to {new} (tolerance {tolerance})")
-            elif name not in LOWER_IS_BETTER and new < old - tolerance:
-                failures.append(f"{name} fell from {old} to {new} (tolerance {tolerance})")
-    return failures
-
-
-def load_thresholds(path: Path) -> dict[str, float]:
+def load_thresholds(path: Path) -> dict[str, tuple[str, float]]:
+    """The [thresholds] table of a TOML file: `metric = 0.9` in the metric's own direction,
+    or `metric = "<= 12"` / `">= 0.9"` explicitly."""
     import tomllib
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise QAFileError(f"{path}: cannot read thresholds ({e})") from None
-    table = data.get("thresholds", data)
-    return {k: float(v) for k, v in table.items() if isinstance(v, (int, float))}
+    table = data.get("thresholds")
+    if not isinstance(table, dict):
+        raise QAFileError(f"{path}: needs a [thresholds] table, e.g. `recall@5 = 0.9`")
+    out = {}
+    for name, value in table.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = (natural_op(name), float(value))
+        elif isinstance(value, str):
+            out[name] = parse_threshold(f"{name}{value}")[1]
+        else:
+            raise QAFileError(f"{path}: threshold {name!r} must be a number or a string like "
+                              "\"<= 0.05\"")
+    return out
+
+
+def check_gates(metrics: dict, thresholds: dict[str, tuple[str, float]],
+                baseline: dict | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                retrieval_only: bool = False) -> dict:
+    """Every threshold and baseline comparison; `failures` says in words which fell."""
+    failures, skipped, notes = [], [], []
+    for name, (op, limit) in sorted(thresholds.items()):
+        if name not in metrics:
+            if retrieval_only and name in ANSWER_METRICS:
+                skipped.append(name)
+            else:
+                failures.append(f"{name}: no such metric in this run")
+            continue
+        value = metrics[name]
+        if op == "<=" and value > limit:
+            failures.append(f"{name} = {value} is above its threshold {limit}")
+        elif op == ">=" and value < limit:
+            failures.append(f"{name} = {value} is below its threshold {limit}")
+    base = (baseline or {}).get("metrics", baseline or {})
+    for name, old in sorted(base.items()):
+        new = metrics.get(name)
+        if isinstance(old, str) and isinstance(new, str) and old != new:
+            notes.append(f"{name} differs from the baseline: {old} -> {new}")
+        if not _number(old) or not _number(new) or name.startswith(NOT_AGAINST_BASELINE):
+            continue
+        if name in LOWER_IS_BETTER and new > old + tolerance:
+            failures.append(f"{name} rose from {old} to {new} (tolerance {tolerance})")
+        elif name not in LOWER_IS_BETTER and new < old - tolerance:
+            failures.append(f"{name} fell from {old} to {new} (tolerance {tolerance})")
+    return {"thresholds": {n: f"{op} {v}" for n, (op, v) in sorted(thresholds.items())},
+            "tolerance": tolerance, "failures": failures, "skipped": skipped, "notes": notes,
+            "passed": not failures}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -294,12 +346,159 @@ def junit_xml(items: list[QAItem], report: dict) -> str:
             f'errors="0" time="{total:.3f}">\n' + "\n".join(cases) + "\n</testsuite>\n")
 
 
-def table(report: dict) -> str:
-    lines = ["metric                      value"]
-    for name, value in report["metrics"].items():
-        lines.append(f"{name:<27} {value}")
+def table(report: dict, baseline: dict | None = None) -> str:
+    base = (baseline or {}).get("metrics", {})
     gates = report.get("gates", {})
+    limits = gates.get("thresholds", {})
+    head = f"{'baseline':>12} " if baseline else ""
+    lines = [f"{'metric':<24} {'value':>12} {head} threshold"]
+    for name, value in report["metrics"].items():
+        old = f"{base.get(name, '')!s:>12} " if baseline else ""
+        lines.append(f"{name:<24} {value!s:>12} {old} {limits.get(name, '')}".rstrip())
+    failed = [r for r in report["items"] if not r.get("passed", True)]
+    if failed:
+        lines += ["", f"{len(failed)} of {len(report['items'])} questions failed:"]
+        lines += [_clip(f"  {r['id']}: {r['failure']}", 150) for r in failed]
+    cache = report.get("cache")
+    if cache and not cache.get("disabled"):
+        lines += ["", f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['path']})"
+                  + (f"; not used: {cache['error']}" if cache.get("error") else "")]
     lines.append("")
     lines.append("gates: " + ("passed" if gates.get("passed", True) else
                               "FAILED: " + "; ".join(gates.get("failures", []))))
     return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+# Metrics drawn as bars on a 0..1 scale in the HTML report.
+def _is_rate(name: str) -> bool:
+    return name.startswith(("recall@", "mrr@")) or name in ANSWER_METRICS - {"answer_words_mean"}
+
+
+def html_report(items: list[QAItem], report: dict, baseline: dict | None = None,
+                title: str = "rag eval") -> str:
+    """One self-contained page: verdict, a bar chart of the metrics against the baseline and
+    the thresholds, and a row per question. No script, no external resource."""
+    from html import escape
+
+    metrics, gates = report["metrics"], report.get("gates", {})
+    base = (baseline or {}).get("metrics", {})
+    base_items = {r.get("id"): r for r in (baseline or {}).get("items", [])}
+    limits = {n: t.split() for n, t in gates.get("thresholds", {}).items()}
+    verdict = "passed" if gates.get("passed", True) else "FAILED"
+    n_ok = sum(bool(r.get("passed", item_passed(q, r)[0])) for q, r in zip(items,
+                                                                          report["items"]))
+    fails = "".join(f"<li>{escape(f)}</li>" for f in gates.get("failures", []))
+    notes = "".join(f"<li>{escape(n)}</li>" for n in gates.get("notes", []))
+    facts = " · ".join(escape(f"{k}: {metrics[k]}") for k in (
+        "model", "model_fingerprint", "embedding_model", "index_generation", "index_documents",
+        "n_items", "k") if k in metrics)
+    rates = [n for n, v in metrics.items() if _is_rate(n) and _number(v)]
+    others = [n for n, v in metrics.items() if not _is_rate(n) and _number(v)
+              and not n.startswith(("n_", "index_")) and n != "k"]
+    other_rows = "".join(
+        f"<tr><td>{escape(n)}</td><td>{metrics[n]}</td><td>{base.get(n, '')}</td>"
+        f"<td>{escape(' '.join(limits.get(n, [])))}</td></tr>" for n in others)
+    rows = []
+    for item, r in zip(items, report["items"]):
+        ok = r.get("passed", item_passed(item, r)[0])
+        expected = "(abstain)" if item.unanswerable else " | ".join(item.answers)
+        retrieved = "".join(
+            f'<li class="{_hit_class(item, h["source"])}">{escape(Path(h["source"]).name)}</li>'
+            for h in r["retrieved"])
+        cites = "".join(f'<li>[{c["n"]}] {escape(Path(c["source"]).name)}: '
+                        f'“{escape(c["text"])}”</li>' for c in r["citations"])
+        answer = "—" if r["answer"] is None else escape(r["answer"])
+        old = base_items.get(item.id)
+        change = ""
+        if old is not None and old.get("answer") != r["answer"]:
+            change = f'<div class="was">baseline: {escape(str(old.get("answer")))}</div>'
+        rows.append(
+            f'<tr class="{"pass" if ok else "fail"}"><td>{"✔" if ok else "✘"}</td>'
+            f"<td>{escape(item.id)}</td><td>{escape(item.question)}</td>"
+            f"<td>{escape(expected)}</td><td>{answer}{change}"
+            f'{f"<ul class=c>{cites}</ul>" if cites else ""}</td>'
+            f"<td><ol>{retrieved}</ol></td><td>{r['latency_s']:.2f}</td></tr>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}}
+h1{{font-size:20px}} h2{{font-size:16px;margin-top:28px}}
+.verdict{{font-weight:bold;padding:6px 10px;display:inline-block;border-radius:4px}}
+.passed{{background:#dcf5dc;color:#145214}} .FAILED{{background:#fbdcdc;color:#7a1010}}
+table{{border-collapse:collapse;width:100%}} td,th{{border:1px solid #ddd;padding:4px 6px;
+vertical-align:top;text-align:left}} th{{background:#f3f3f3}}
+tr.fail td:first-child{{color:#b00}} tr.pass td:first-child{{color:#080}}
+tr.fail{{background:#fff5f5}} ol,ul{{margin:0;padding-left:18px}} li.hit{{font-weight:bold}}
+ul.c{{font-size:12px;color:#555;list-style:none;padding:0;margin-top:4px}}
+.was{{font-size:12px;color:#a35a00}} .facts{{color:#555}}
+table.m{{width:auto}}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<p><span class="verdict {verdict}">gates {verdict}</span>
+&nbsp; {n_ok} of {len(items)} questions passed</p>
+{f"<ul>{fails}</ul>" if fails else ""}{f"<ul class=facts>{notes}</ul>" if notes else ""}
+<p class="facts">{facts}</p>
+<h2>Metrics</h2>
+{_svg_chart(rates, metrics, base, limits)}
+<table class="m"><tr><th>metric</th><th>this run</th><th>baseline</th><th>threshold</th></tr>
+{other_rows}</table>
+<h2>Questions</h2>
+<table><tr><th></th><th>id</th><th>question</th><th>accepted</th><th>answer</th>
+<th>retrieved (expected source in bold)</th><th>s</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+
+
+def _hit_class(item: QAItem, source: str) -> str:
+    return "hit" if any(source_matches(s, source) for s in item.sources) else ""
+
+
+def _svg_chart(names: list[str], metrics: dict, base: dict, limits: dict) -> str:
+    """Horizontal bars, 0..1: this run (blue), the baseline (grey), the threshold (red tick)."""
+    from html import escape
+
+    label_w, bar_w, row_h, top = 190, 480, 34, 28
+    height = top + row_h * len(names) + 8
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" '
+             f'height="{height}" role="img" aria-label="metrics against the baseline" '
+             'font-family="system-ui,sans-serif" font-size="12">',
+             '<rect x="190" y="4" width="12" height="10" fill="#2f6fb5"/>'
+             '<text x="206" y="13">this run</text>'
+             '<rect x="270" y="4" width="12" height="10" fill="#b5b5b5"/>'
+             '<text x="286" y="13">baseline</text>'
+             '<rect x="354" y="2" width="2" height="14" fill="#c62828"/>'
+             '<text x="362" y="13">threshold</text>']
+    for x in (0.0, 0.5, 1.0):
+        gx = label_w + x * bar_w
+        parts.append(f'<line x1="{gx}" y1="{top - 4}" x2="{gx}" y2="{height - 4}" '
+                     'stroke="#e4e4e4"/>')
+    for i, name in enumerate(names):
+        y = top + i * row_h
+        value = max(0.0, min(1.0, float(metrics[name])))
+        parts.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end">'
+                     f"{escape(name)}</text>")
+        parts.append(f'<rect x="{label_w}" y="{y + 4}" width="{value * bar_w:.1f}" '
+                     f'height="13" fill="#2f6fb5"><title>{escape(name)} {metrics[name]}'
+                     "</title></rect>")
+        label = f"{metrics[name]}"
+        old = base.get(name)
+        if _number(old):
+            ov = max(0.0, min(1.0, float(old)))
+            parts.append(f'<rect x="{label_w}" y="{y + 19}" width="{ov * bar_w:.1f}" '
+                         f'height="8" fill="#b5b5b5"><title>baseline {old}</title></rect>')
+            delta = float(metrics[name]) - float(old)
+            if abs(delta) >= 0.00005:
+                label += f" ({delta:+.3f})"
+        if name in limits:
+            tx = label_w + max(0.0, min(1.0, float(limits[name][1]))) * bar_w
+            parts.append(f'<rect x="{tx - 1:.1f}" y="{y + 1}" width="2" height="29" '
+                         f'fill="#c62828"><title>threshold {" ".join(limits[name])}</title>'
+                         "</rect>")
+        parts.append(f'<text x="{label_w + bar_w + 6}" y="{y + 15}">{escape(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
