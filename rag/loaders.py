@@ -67,10 +67,22 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[InputRefused]]:
         if stat.S_ISDIR(st.st_mode):
             found.extend(_walk(path, visited, refused))
         elif path.suffix.lower() in SUPPORTED_SUFFIXES:
-            found.append(Path(os.path.realpath(path)))
+            _add_file(path, st, found, refused)
         else:
             refused.append(InputRefused(str(raw), _unsupported(path)))
     return sorted(set(found)), refused
+
+
+def _add_file(path: Path, st: os.stat_result, found: list[Path],
+              refused: list[InputRefused]) -> None:
+    """A file, or a link to one, named as the user named it when it cannot be used."""
+    real = Path(os.path.realpath(path))
+    if not stat.S_ISREG(st.st_mode):
+        refused.append(InputRefused(str(path), "not a regular file (a pipe, device or socket)"))
+    elif real.suffix.lower() not in SUPPORTED_SUFFIXES:
+        refused.append(InputRefused(str(path), f"links to {real}: {_unsupported(real)}"))
+    else:
+        found.append(real)
 
 
 def _walk(folder: Path, visited: set[tuple[int, int]],
@@ -94,13 +106,16 @@ def _walk(folder: Path, visited: set[tuple[int, int]],
             p = Path(root) / name
             if name.startswith(".") or p.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
-            if p.is_symlink():
-                try:
-                    p.stat()
-                except OSError as e:
-                    refused.append(InputRefused(str(p), _missing_reason(p, e)))
-                    continue
-            yield Path(os.path.realpath(p))
+            if p.suffix.lower() in JSONL_SUFFIXES and not _holds_documents(p):
+                continue  # other JSON Lines (a Q&A file beside the documents): not ours
+            try:
+                st = p.stat()
+            except OSError as e:
+                refused.append(InputRefused(str(p), _missing_reason(p, e)))
+                continue
+            kept: list[Path] = []
+            _add_file(p, st, kept, refused)
+            yield from kept
 
 
 def _walk_link(link: Path, visited: set[tuple[int, int]],
@@ -115,6 +130,22 @@ def _walk_link(link: Path, visited: set[tuple[int, int]],
         refused.append(InputRefused(str(link), f"symlink loop: leads back to {target}"))
         return
     yield from _walk(Path(target), visited, refused)
+
+
+def _holds_documents(path: Path) -> bool:
+    """Whether a JSON Lines file found in a folder is a document export: its first record
+    has a "text" field (or cannot be read, and then each record is refused by name)."""
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return True
+            for line in iter(lambda: f.readline(READ_BLOCK), b""):
+                if line.strip():
+                    record = json.loads(line)
+                    return not isinstance(record, dict) or "text" in record
+    except (OSError, ValueError):
+        return True
+    return True
 
 
 def _missing_reason(path: Path, e: OSError) -> str:
@@ -304,24 +335,35 @@ def _utf16_without_bom(data: bytes) -> str | None:
         return None
 
 
-# When a few accented letters in English-like text fit several code pages equally well, the
-# one most files are really in wins.
-_PREFERRED = ("cp1252", "iso8859_15", "latin_1", "cp1251", "koi8_r", "cp932", "gb18030")
+# Legacy encodings worth trying on every non-UTF-8 file, most common first: on a tie the
+# earlier wins (a few accented letters in French fit a dozen code pages equally well).
+_LEGACY = ("cp1252", "cp1251", "koi8_r", "cp932", "gb18030", "cp949", "big5", "iso8859_2",
+           "latin_1")
+_SAMPLE_BYTES = 32 * 1024
 
 
 def _detect(data: bytes, shown: str) -> str:
+    """Choose among charset-normalizer's guesses and the common legacy encodings by how much
+    mess (mojibake: odd mixtures of scripts, symbols inside words) each decoding shows, on a
+    sample of the lines that hold non-ASCII bytes."""
     from charset_normalizer import from_bytes
+    from charset_normalizer.md import mess_ratio
 
-    matches = list(from_bytes(data))
-    if not matches:
+    lines = [line for line in data[:4 * _SAMPLE_BYTES * 8].split(b"\n")
+             if any(b >= 0x80 for b in line)]
+    sample = b"\n".join(lines)[:_SAMPLE_BYTES]
+    guesses = [m.encoding for m in from_bytes(data[:4 * _SAMPLE_BYTES])][:5]
+    scored = []
+    for preference, name in enumerate(dict.fromkeys([*_LEGACY, *guesses])):
+        try:
+            text = codecs.getincrementaldecoder(name)().decode(sample, final=False)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        scored.append((round(mess_ratio(text, 1.0), 2), preference, name))
+    if not scored:
         raise InputRefused(shown, "binary data, not text in any known encoding")
-    best = matches[0]
-    tied = [m for m in matches if m.chaos <= best.chaos + 0.005]
-    for name in _PREFERRED:
-        for m in tied:
-            if m.encoding == name:
-                return str(m)
-    return str(best)
+    _, _, encoding = min(scored)
+    return data.decode(encoding, errors="replace")
 
 
 def _looks_binary(text: str) -> bool:

@@ -137,3 +137,67 @@ def make_symlink_loops(folder: Path) -> None:
     os.symlink("pong.md", folder / "ping.md")
     (folder / "sub").mkdir()
     os.symlink("..", folder / "sub" / "back_up")
+
+
+GOOD_TEXT = ("The harbour authority approved a new pier in March. Construction will cost "
+             "4.2 million euros and employ 120 workers. The pier opens to ferries next spring.")
+
+
+def build_hostile_corpus(folder: Path) -> tuple[set[str], dict[str, str]]:
+    """A folder of real documents mixed with every kind of hostile input. Returns the
+    sources that must be indexed, and for each path that must be refused a word its reason
+    must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good: set[str] = set()
+    refused: dict[str, str] = {}
+
+    def keep(name: str, data: bytes | str) -> Path:
+        p = folder / name
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        good.add(str(p))
+        return p
+
+    def bad(name: str, data: bytes | str, reason: str) -> Path:
+        p = folder / name
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        refused[str(p)] = reason
+        return p
+
+    keep("harbour.txt", GOOD_TEXT)
+    keep("harbour.pdf", pdf_bytes(["Harbour report, page one.", "Ferries start in May."]))
+    keep("harbour.html", html_page("Harbour news", ["The pier will have 40 berths."]))
+    keep("harbour.docx", docx_bytes(["The pier is 300 metres long."]))
+    records = keep("records.jsonl", jsonl_lines([
+        {"id": "r1", "text": "The ferry carries 800 passengers."},
+        "{broken json",
+        {"id": "r2", "text": "Tickets cost 12 euros."},
+    ]))
+    good.discard(str(records))
+    good |= {f"{records}#r1", f"{records}#r2"}
+    refused[f"{records}:2"] = "not valid JSON"
+    keep("latin1.txt", ("Le port de Br\u00e9h\u00e2t a ouvert un quai tr\u00e8s attendu. " * 40)
+         .encode("latin-1"))
+    keep("utf16.md", ("# Notes\n\nThe harbour master retires in June. " * 20).encode("utf-16"))
+    keep("one_line.txt", GOOD_TEXT.replace("\n", " ").encode() * (10 * 2**20 // len(GOOD_TEXT)))
+    keep("injection.txt", INJECTION)
+
+    bad("empty.txt", "", "empty file")
+    bad("blank.md", "   \n\n  \t\n", "empty file")
+    bad("binary.txt", random_bytes(64 * 1024), "binary")
+    huge = folder / "huge.txt"
+    big_text_file(huge, 100 * 10**6)
+    refused[str(huge)] = "limit"
+    good_pdf = pdf_bytes(["Some text."])
+    bad("corrupt.pdf", good_pdf[: len(good_pdf) // 2], "PDF")
+    bad("encrypted.pdf", encrypted_pdf_bytes(["Secret."], "user-secret", "owner"), "password")
+    bad("not_a_zip.docx", "I am plain text wearing a .docx name", "not a zip")
+    zip_bomb_docx(folder / "bomb.docx")
+    refused[str(folder / "bomb.docx")] = "zip bomb"
+    make_symlink_loops(folder)
+    for name in ("self.txt", "ping.md", "pong.md", "sub/back_up"):
+        refused[str(folder / name)] = "symlink loop"
+    os.mkfifo(folder / "pipe.txt")
+    refused[str(folder / "pipe.txt")] = "not a regular file"
+    os.symlink("/dev/zero", folder / "zeros.txt")
+    refused[str(folder / "zeros.txt")] = "not a regular file"
+    return good, refused

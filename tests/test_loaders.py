@@ -369,3 +369,13 @@ def test_refusal_reasons_are_one_line(tmp_path):
     for r in load_all(tmp_path / "bad.pdf"):
         assert isinstance(r, InputRefused) and "\n" not in r.reason
     assert json.dumps(r.reason)
+
+
+def test_other_json_lines_in_a_folder_are_not_documents(tmp_path):
+    (tmp_path / "qa.jsonl").write_text(jsonl_lines([{"id": "q1", "question": "Why?"}]))
+    (tmp_path / "export.jsonl").write_text(jsonl_lines([{"text": "A record."}]))
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    found, refused = discover([tmp_path])
+    assert [p.name for p in found] == ["broken.jsonl", "export.jsonl"] and not refused
+    named = list(load_all(tmp_path / "qa.jsonl"))  # named on purpose: each record refused
+    assert [r.reason for r in named] == ['no "text" field holding a string']
