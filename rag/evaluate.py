@@ -352,9 +352,15 @@ def table(report: dict, baseline: dict | None = None) -> str:
     limits = gates.get("thresholds", {})
     head = f"{'baseline':>12} " if baseline else ""
     lines = [f"{'metric':<24} {'value':>12} {head} threshold"]
+    strings = []
     for name, value in report["metrics"].items():
+        if isinstance(value, str):
+            strings.append(f"{name}: {value}")
+            continue
         old = f"{base.get(name, '')!s:>12} " if baseline else ""
         lines.append(f"{name:<24} {value!s:>12} {old} {limits.get(name, '')}".rstrip())
+    if strings:
+        lines += ["", "  ".join(strings)]
     failed = [r for r in report["items"] if not r.get("passed", True)]
     if failed:
         lines += ["", f"{len(failed)} of {len(report['items'])} questions failed:"]
@@ -464,7 +470,7 @@ def _svg_chart(names: list[str], metrics: dict, base: dict, limits: dict) -> str
 
     label_w, bar_w, row_h, top = 190, 480, 34, 28
     height = top + row_h * len(names) + 8
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 150}" '
              f'height="{height}" role="img" aria-label="metrics against the baseline" '
              'font-family="system-ui,sans-serif" font-size="12">',
              '<rect x="190" y="4" width="12" height="10" fill="#2f6fb5"/>'
@@ -481,11 +487,11 @@ def _svg_chart(names: list[str], metrics: dict, base: dict, limits: dict) -> str
         y = top + i * row_h
         value = max(0.0, min(1.0, float(metrics[name])))
         parts.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end">'
-                     f"{escape(name)}</text>")
+                     f"{escape(name)}{' ↓' if name in LOWER_IS_BETTER else ''}</text>")
         parts.append(f'<rect x="{label_w}" y="{y + 4}" width="{value * bar_w:.1f}" '
                      f'height="13" fill="#2f6fb5"><title>{escape(name)} {metrics[name]}'
                      "</title></rect>")
-        label = f"{metrics[name]}"
+        label, colour = f"{metrics[name]}", "#222"
         old = base.get(name)
         if _number(old):
             ov = max(0.0, min(1.0, float(old)))
@@ -494,11 +500,14 @@ def _svg_chart(names: list[str], metrics: dict, base: dict, limits: dict) -> str
             delta = float(metrics[name]) - float(old)
             if abs(delta) >= 0.00005:
                 label += f" ({delta:+.3f})"
+                worse = delta > 0 if name in LOWER_IS_BETTER else delta < 0
+                colour = "#b00020" if worse else "#1b7a1b"
         if name in limits:
             tx = label_w + max(0.0, min(1.0, float(limits[name][1]))) * bar_w
             parts.append(f'<rect x="{tx - 1:.1f}" y="{y + 1}" width="2" height="29" '
                          f'fill="#c62828"><title>threshold {" ".join(limits[name])}</title>'
                          "</rect>")
-        parts.append(f'<text x="{label_w + bar_w + 6}" y="{y + 15}">{escape(label)}</text>')
+        parts.append(f'<text x="{label_w + bar_w + 6}" y="{y + 15}" fill="{colour}">'
+                     f"{escape(label)}</text>")
     parts.append("</svg>")
     return "".join(parts)
