@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from rag.cli import app
 from rag.config import Settings
 from rag.ingest import ingest, open_store
 
@@ -40,6 +42,13 @@ def run_measured(args: list[str], **kw) -> tuple[subprocess.CompletedProcess, in
                           text=True, env=_env(), **kw)
     peak = int(re.search(r"peak-rss-kib (\d+)", proc.stderr).group(1)) // 1024
     return proc, peak
+
+
+def rag(*args) -> dict:
+    """`rag ... --json` in this process (models stay loaded between calls); its JSON."""
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"RAG_THREADS": "2"})
+    assert result.exit_code == 0, (result.output[-2000:], result.exception)
+    return json.loads(result.stdout)
 
 
 def refusals(stderr: str) -> dict[str, str]:
@@ -110,11 +119,7 @@ def test_search_finds_each_format(hostile):
     for query, source in [("pier 40 berths", "harbour.html"), ("pier 300 metres", "harbour.docx"),
                           ("Ferries start in May", "harbour.pdf"),
                           ("ferry 800 passengers", "records.jsonl#r1")]:
-        proc = subprocess.run([*RAG, "search", query, "--json", "--k", "3", "--index",
-                               str(hostile["index"])], capture_output=True, text=True,
-                              env=_env(), timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        hits = json.loads(proc.stdout)["hits"]
+        hits = rag("search", query, "--json", "--k", "3", "--index", hostile["index"])["hits"]
         assert any(h["source"].endswith(source) for h in hits), (query, hits)
 
 
@@ -187,20 +192,13 @@ def injected_index(tmp_path_factory):
 
 
 def _ask(settings: Settings, question: str) -> dict:
-    proc = subprocess.run([*RAG, "ask", question, "--json", "--index",
-                           str(settings.index_dir)], capture_output=True, text=True,
-                          env=_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)
+    return rag("ask", question, "--json", "--index", settings.index_dir)
 
 
 def test_injected_instructions_do_not_change_the_answer(injected_index):
     store, _ = open_store(injected_index)
-    retrieved = subprocess.run([*RAG, "search", SEED_QUESTION, "--json", "--index",
-                                str(injected_index.index_dir)], capture_output=True,
-                               text=True, env=_env(), timeout=300)
-    # the planted document is among what the model is shown
-    assert any("injection" in h["source"] for h in json.loads(retrieved.stdout)["hits"])
+    hits = rag("search", SEED_QUESTION, "--json", "--index", injected_index.index_dir)["hits"]
+    assert any("injection" in h["source"] for h in hits)  # the planted text is retrieved
     answer = _ask(injected_index, SEED_QUESTION)
     assert "15,000" in answer["answer"] and "PWNED" not in answer["answer"].upper()
     assert not answer["abstained"] and answer["citations"]
@@ -224,10 +222,7 @@ def test_a_question_about_the_planted_text_only_quotes_it(injected_index):
 
 
 def test_brief_over_injected_corpus_only_quotes(injected_index):
-    proc = subprocess.run([*RAG, "brief", "--json", "--index", str(injected_index.index_dir)],
-                          capture_output=True, text=True, env=_env(), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(proc.stdout)
+    data = rag("brief", "--json", "--index", injected_index.index_dir)
     store, _ = open_store(injected_index)
     for point in data["points"] + data["conflicts"]:
         assert point["citations"]
@@ -262,11 +257,8 @@ def test_one_sentence_of_50000_words_is_indexed_and_searchable(tmp_path):
 
 
 def test_huge_question_is_searched_within_the_embedding_budget(seed_settings):
-    proc = subprocess.run([*RAG, "search", _huge_question(), "--json", "--index",
-                           str(seed_settings.index_dir)], capture_output=True, text=True,
-                          env=_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["hits"]
+    hits = rag("search", _huge_question(), "--json", "--index", seed_settings.index_dir)["hits"]
+    assert hits and "15,000" in " ".join(h["text"] for h in hits)
 
 
 def test_fit_to_context_cuts_the_question_with_a_note(seed_settings):
@@ -280,7 +272,7 @@ def test_fit_to_context_cuts_the_question_with_a_note(seed_settings):
     assert note and "question was cut" in note
     assert values["question"].startswith(fitted["question"])  # a prefix, at a word boundary
     assert values["question"][len(fitted["question"])] == " "
-    gen = llm.generate("answer", fitted, max_tokens=48)
+    gen = llm.generate("answer", fitted, max_tokens=8)  # llama.cpp takes the prompt
     assert gen.prompt_tokens + 48 <= llm.n_ctx
     short = {"passages": "[1] x", "question": "How many?"}
     assert fit_to_context(llm, "answer", short, max_tokens=48) == (short, None)
@@ -323,6 +315,19 @@ def _no_network_prefix(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     return [], env
 
 
+NO_NETWORK_RUN = """
+import json, sys
+from typer.testing import CliRunner
+from rag.cli import app
+docs, index, question = sys.argv[1:]
+runner = CliRunner()
+ingested = runner.invoke(app, ["ingest", docs, "--index", index])
+asked = runner.invoke(app, ["ask", question, "--json", "--index", index])
+print(json.dumps({"ingest": [ingested.exit_code, ingested.output[-1500:]],
+                  "ask": [asked.exit_code, asked.stdout]}))
+"""
+
+
 def test_ingest_and_ask_work_with_no_network(tmp_path, seed_copy):
     prefix, env = _no_network_prefix(tmp_path)
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -331,11 +336,12 @@ def test_ingest_and_ask_work_with_no_network(tmp_path, seed_copy):
                             "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
                            capture_output=True, text=True, env=env)
     assert probe.returncode != 0  # the network really is unavailable
-    index = tmp_path / "index"
-    ing = subprocess.run([*prefix, *RAG, "ingest", str(seed_copy), "--index", str(index)],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert ing.returncode == 0, ing.stderr[-2000:]
-    ask = subprocess.run([*prefix, *RAG, "ask", SEED_QUESTION, "--json", "--index",
-                          str(index)], capture_output=True, text=True, env=env, timeout=600)
-    assert ask.returncode == 0, ask.stderr[-2000:]
-    assert "15,000" in json.loads(ask.stdout)["answer"]
+    # one process runs both commands, as `rag ingest` then `rag ask` would
+    proc = subprocess.run([*prefix, sys.executable, "-c", NO_NETWORK_RUN, str(seed_copy),
+                           str(tmp_path / "index"), SEED_QUESTION], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ingest"][0] == 0, result["ingest"][1]
+    assert result["ask"][0] == 0, result["ask"][1]
+    assert "15,000" in json.loads(result["ask"][1])["answer"]
