@@ -1,15 +1,15 @@
-"""The ask job: question -> retrieved passages -> evidence sentences -> a short answer the
-model copies from one of them -> checks -> an Answer whose every [n] quotes its source.
+"""The ask job: question -> retrieved passages -> the evidence sentence -> a short answer the
+model phrases -> verification against that sentence -> an Answer whose [n] quotes its source.
 
-The model never writes free text here: a grammar lets it only choose a run of words from the
-evidence, so what it says is in the cited passage by construction. The checks then ask whether
-that run answers the question at all (right kind of answer, new information); when it does not,
-the best evidence sentence is quoted instead, and when the evidence is too weak we abstain.
+The model only phrases. A grammar keeps it to a dozen words on one line; what it says is then
+located in the evidence sentence, and the answer printed is that run of the sentence's own words
+(so it is in the cited passage by construction). When the model's words are not in the
+evidence, the evidence sentence itself is quoted instead, and the JSON says so. When no passage
+is close enough to the question, or none holds the kind of answer asked for, it abstains.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ from rag import evidence as ev
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.ingest import open_store
-from rag.llm import LLM, get_llm
+from rag.llm import LLM, fit_to_context, get_llm
 from rag.registry import resolve_llm
 from rag.retrieve import Retriever
 from rag.store import Store
@@ -28,10 +28,10 @@ ABSTAIN_TEXT = "The indexed documents do not answer this question."
 
 @dataclass(frozen=True)
 class Thresholds:
-    # Calibrated on seeds/qa.jsonl and SQuAD even-numbered questions (bench/calibrate.py).
+    # Calibrated on seeds/qa.jsonl and SQuAD even-numbered questions (bench/squad.py).
     min_similarity: float = 0.30  # best evidence sentence vs question, cosine
     min_score: float = 0.45  # cosine + lexical overlap bonus
-    evidence_sentences: int = 3
+    answer_tokens: int = 32
 
 
 class Answerer:
@@ -76,50 +76,38 @@ class Answerer:
         if best is None or best.similarity < th.min_similarity or best.score < th.min_score:
             verification["reason"] = "no passage is close enough to the question"
             return self._abstain(question, hits, verification, t0, t1)
-        # only sentences that could hold this kind of answer are offered to the model
-        offered = [s for s in sentences if ev.fits_kind(s.text, kind)][:th.evidence_sentences]
-        if not offered:
+        fitting = [s for s in sentences if ev.fits_kind(s.text, kind)]
+        if not fitting:
             verification["reason"] = f"no retrieved sentence holds a {kind}"
             return self._abstain(question, hits, verification, t0, t1)
+        chosen = fitting[0]
 
-        span, gen_info = self._choose_span(question, offered)
-        verification.update(gen_info)
-        idx = ev.locate(span, offered)
-        checks = {
-            "copied_from_passage": idx is not None,
-            "fits_question": ev.fits_kind(span, kind),
-            "adds_information": ev.adds_information(span, question),
-        }
-        verification["checks"] = checks
-        if all(checks.values()):
-            chosen, text, method = offered[idx], span, "generated"
+        values, note = fit_to_context(self.llm, "answer",
+                                      {"passages": chosen.text, "question": question},
+                                      th.answer_tokens)
+        if note:
+            verification["note"] = note
+        gen = self.llm.generate("answer", values, max_tokens=th.answer_tokens,
+                                grammar=ev.SHORT_ANSWER_GRAMMAR)
+        verification.update(model=self.llm.name, model_said=gen.text,
+                            prompt_tokens=gen.prompt_tokens,
+                            completion_tokens=gen.completion_tokens)
+        span = ev.align(gen.text, question, chosen.text, kind)
+        verification["checks"] = {"supported_by_passage": span is not None}
+        if span is not None:
+            text, method = chosen.text[span[0]:span[1]], "generated"
         else:
-            verification["replaced"] = "the model's phrase failed a check: quoting the evidence"
-            chosen, text, method = offered[0], offered[0].text, "extractive"
+            verification["replaced"] = ("the model's words are not in the evidence: quoting "
+                                        "the evidence sentence instead")
+            text, method = chosen.text, "extractive"
         citation = chosen.citation(1)
-        answer = f"{text} [1]"
         verification["sources_agreeing"] = 1 + len(chosen.also_in)
+        if chosen.also_in:
+            verification["also_in"] = list(chosen.also_in)
         t2 = time.perf_counter()
-        return Answer(question=question, answer=answer, abstained=False,
+        return Answer(question=question, answer=f"{text} [1]", abstained=False,
                       citations=(citation,), hits=tuple(hits),
                       timings=_timings(t0, t1, t2), method=method, verification=verification)
-
-    def _choose_span(self, question: str, offered: list[ev.Sentence]) -> tuple[str, dict]:
-        passages = "\n".join(f"[{i + 1}] {s.text}" for i, s in enumerate(offered))
-        gen = self.llm.generate("answer", {"passages": passages, "question": question},
-                                max_tokens=self.settings.max_answer_tokens,
-                                grammar=ev.span_grammar([s.text for s in offered]))
-        span = ev.trim_span(gen.text)
-        # a run cut off by max_tokens may end inside a word: drop back to whole words
-        if ev.locate(span, offered) is None:
-            words = span.split()
-            while words and ev.locate(" ".join(words), offered) is None:
-                words.pop()
-            span = " ".join(words)
-        span = re.sub(r"(?<![A-Z])\.$", "", span).strip()
-        return span, {"model": self.llm.name, "raw": gen.text,
-                      "prompt_tokens": gen.prompt_tokens,
-                      "completion_tokens": gen.completion_tokens}
 
     def _abstain(self, question: str, hits: list[Hit], verification: dict,
                  t0: float, t1: float) -> Answer:

@@ -115,43 +115,62 @@ def adds_information(span: str, question: str) -> bool:
     return bool(content_words(span) - content_words(question))
 
 
-# -- constrained generation ------------------------------------------------------------------
+# -- constrained generation and verification ------------------------------------------------
 
-def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") \
-        .replace("\r", "\\r").replace("\t", "\\t") + '"'
+# The model may say at most a dozen words, on one line, with no citation markers of its own:
+# it phrases, and the pipeline decides what is cited.
+SHORT_ANSWER_GRAMMAR = r"""
+root ::= word (" " word){0,11}
+word ::= [^ \t\n\r\[\]]+
+"""
 
-
-def span_grammar(sentences: list[str], max_words: int = 24) -> str:
-    """A GBNF grammar whose every output is a run of whole words copied from one sentence.
-
-    Rule s{i}w{j} emits word j of sentence i and may continue with word j+1 (with the exact
-    white space between them), so the model picks where to start and where to stop."""
-    rules = []
-    starts = []
-    for i, sentence in enumerate(sentences):
-        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", sentence)]
-        for j, (a, b) in enumerate(words):
-            word = sentence[a:b]
-            if j + 1 < len(words):
-                gap = sentence[b:words[j + 1][0]]
-                body = f"{_gbnf_literal(word)} ({_gbnf_literal(gap)} s{i}w{j + 1})?"
-            else:
-                body = _gbnf_literal(word)
-            rules.append(f"s{i}w{j} ::= {body}")
-            starts.append(f"s{i}w{j}")
-    root = "root ::= " + " | ".join(starts)
-    return "\n".join([root, *rules]) + "\n"
+_WORD = re.compile(r"[$£€]?\w(?:[\w'’\-.,%/:]*\w)?%?")
+_BREAK = re.compile(r"[;()“”\"]|\s[-–—]\s")
+SPAN_STOPWORDS = STOPWORDS | {"also", "its", "his", "her", "which", "while", "not",
+                              "said", "says", "according", "both", "such", "than", "as"}
 
 
-def trim_span(span: str) -> str:
-    """Loosen a copied span to a tidy answer: no dangling punctuation or quotes."""
-    return span.strip().strip(",;:").strip()
+def _norm_words(text: str) -> list[str]:
+    return [_stem(m.group().lower().strip("'’")) for m in _WORD.finditer(text)]
 
 
-def locate(span: str, sentences: list[Sentence]) -> int | None:
-    """Index of the first sentence that contains span word for word."""
-    for i, s in enumerate(sentences):
-        if span and span in s.text:
-            return i
-    return None
+def align(answer: str, question: str, sentence: str, kind: str,
+          max_words: int = 10) -> tuple[int, int] | None:
+    """The run of words in `sentence` that best matches what the model answered, as character
+    offsets; None when the model's answer is not supported by the sentence.
+
+    The model's words that merely repeat the question are set aside; what remains must be found
+    in the sentence (token F1 >= 0.5 against a run of at most max_words words that does not
+    cross a bracket or quotation mark and fits the kind of answer asked for)."""
+    q_words = set(_norm_words(question))
+    said = [w for w in _norm_words(answer) if w not in q_words and w not in SPAN_STOPWORDS]
+    if not said:
+        return None
+    said_set = set(said)
+    words = [(m.start(), m.end(), _stem(m.group().lower().strip("'’")))
+             for m in _WORD.finditer(sentence)]
+    best: tuple[float, int, int, int] | None = None
+    for i in range(len(words)):
+        if words[i][2] in SPAN_STOPWORDS or words[i][2] not in said_set:
+            continue  # an answer starts on a word the model said
+        for j in range(i, min(len(words), i + max_words)):
+            if j > i and _BREAK.search(sentence[words[j - 1][1]:words[j][0]]):
+                break
+            if words[j][2] not in said_set:
+                continue  # and ends on one
+            run = [w[2] for w in words[i:j + 1] if w[2] not in SPAN_STOPWORDS]
+            common = sum(1 for w in run if w in said_set)
+            if not common:
+                continue
+            precision, recall = common / len(run), len(set(run) & said_set) / len(said_set)
+            f1 = 2 * precision * recall / (precision + recall)
+            text = sentence[words[i][0]:words[j][1]]
+            if f1 < 0.5 or not fits_kind(text, kind) or not adds_information(text, question):
+                continue
+            key = (f1, -(j - i), -i, j)
+            if best is None or key > best:
+                best = key
+    if best is None:
+        return None
+    i = -best[2]
+    return words[i][0], words[best[3]][1]

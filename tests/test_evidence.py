@@ -30,18 +30,33 @@ def test_adds_information():
     assert ev.adds_information("Hwasong", "What was the name of the missiles?")
 
 
-def test_span_grammar_compiles_and_spells_every_word():
+def test_short_answer_grammar_compiles():
     from llama_cpp import LlamaGrammar
 
-    sentences = ['He said "no" to the 3\\4 plan.', "Lee met Ishiba\nin Tokyo."]
-    g = ev.span_grammar(sentences)
-    LlamaGrammar.from_string(g, verbose=False)
-    rules = dict(line.split(" ::= ", 1) for line in g.strip().splitlines())
-    assert len([r for r in rules if re.match(r"s\d+w\d+$", r)]) == 7 + 5
-    assert rules["s1w2"] == '"Ishiba" ("\\n" s1w3)?'
+    LlamaGrammar.from_string(ev.SHORT_ANSWER_GRAMMAR, verbose=False)
 
 
-def test_locate_finds_the_sentence_holding_a_span():
-    sents = [ev.Sentence("a", "c", 0, 5, t, 0, 0, 0) for t in ("one two", "three four")]
-    assert ev.locate("four", sents) == 1
-    assert ev.locate("two three", sents) is None
+SENTENCE = ("South Korean intelligence estimates that since last fall, about 15,000 North Korean "
+            "personnel have been deployed to Russia, with roughly 600 killed in combat.")
+
+
+@pytest.mark.parametrize("said,question,kind,expected", [
+    ("15,000 North Korean personnel have been deployed to Russia.",
+     "How many North Korean personnel have been deployed to Russia?", "number", "15,000"),
+    ("The number killed in combat is 600.", "How many were killed in combat?", "number",
+     "600"),
+    ("It is the estimate of South Korean intelligence.",
+     "Whose estimate is the figure of 15,000?", "person", "South Korean intelligence"),
+])
+def test_align_finds_the_models_words_in_the_evidence(said, question, kind, expected):
+    span = ev.align(said, question, SENTENCE, kind)
+    assert span is not None and SENTENCE[span[0]:span[1]] == expected
+
+
+@pytest.mark.parametrize("said,question,kind", [
+    ("The Hwasong-19 missile.", "What is the name of the missile?", "other"),
+    ("North Korean personnel", "How many North Korean personnel were deployed?", "number"),
+    ("Deployed to Russia.", "Where were the personnel deployed to Russia?", "other"),
+])
+def test_align_refuses_what_the_evidence_does_not_say(said, question, kind):
+    assert ev.align(said, question, SENTENCE, kind) is None

@@ -29,15 +29,19 @@ def test_smollm_uses_its_own_chat_template(smollm):
     assert "im_start" in smollm._llama.metadata["tokenizer.chat_template"]
 
 
-def test_grammar_keeps_the_output_inside_the_evidence(smollm):
-    gen = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=24,
-                          grammar=ev.span_grammar(SENTENCES))
-    assert gen.text and any(gen.text in s for s in SENTENCES)
+def _short(text):
+    return 0 < len(text.split()) <= 12 and "\n" not in text and "[" not in text
+
+
+def test_grammar_keeps_the_answer_short(smollm):
+    gen = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=32,
+                          grammar=ev.SHORT_ANSWER_GRAMMAR)
+    assert _short(gen.text), gen.text
     assert gen.completion_tokens >= 1
 
 
 def test_generation_is_deterministic(smollm):
-    g = ev.span_grammar(SENTENCES)
+    g = ev.SHORT_ANSWER_GRAMMAR
     a = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
     b = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
     assert a.text == b.text
@@ -53,9 +57,9 @@ def test_base_model_gets_a_completion_prompt():
     settings = Settings(n_threads=2)
     gemma = get_llm(resolve_llm("gemma3-270m", settings), settings)
     assert not gemma.chat
-    gen = gemma.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=16,
-                         grammar=ev.span_grammar(SENTENCES))
-    assert any(gen.text in s for s in SENTENCES)
+    gen = gemma.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=24,
+                         grammar=ev.SHORT_ANSWER_GRAMMAR)
+    assert _short(gen.text), gen.text
 
 
 def test_truncated_gguf_is_refused_clearly(tmp_path):
