@@ -48,3 +48,8 @@ lint: setup
 
 clean:
 	rm -rf $(DEMO_INDEX) .rag-eval .pytest_cache
+
+# The slow checks (kill -9 at many moments of an ingest, ~5 min); CI runs them after `make test`.
+.PHONY: test-slow
+test-slow: setup
+	RAG_SLOW_TESTS=1 $(BIN)/python -m pytest -m slow
