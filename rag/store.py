@@ -201,9 +201,23 @@ class Store:
                             "to finish and try again") from None
                     time.sleep(0.2)
             try:
+                self._remove_stale_temporaries()
                 yield self
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files left by a process killed mid-write (name.tmp<pid>, pid gone)."""
+        for tmp in self.dir.glob("*.tmp*"):
+            pid = tmp.name.rsplit(".tmp", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except PermissionError:  # alive, someone else's
+                pass
 
     def document_hashes(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT source, sha256 FROM documents"))
