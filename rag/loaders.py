@@ -34,15 +34,16 @@ DOCX_SUFFIXES = {".docx"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | DOCX_SUFFIXES | JSONL_SUFFIXES
 
+MB = 10**6  # sizes are told to people in MB, as file managers show them
 MiB = 2**20
 # Limits keep memory bounded (peak RSS is a small multiple of them, see README). A text file
 # over MAX_TEXT_BYTES is ~5 million words: split it, or raise the limit.
-MAX_TEXT_BYTES = 32 * MiB  # .txt, .md, .html
-MAX_PACKED_BYTES = 256 * MiB  # .pdf, .docx as files on disk
-MAX_UNPACKED_BYTES = 256 * MiB  # .docx: all parts, as declared by the zip, before unpacking
-MAX_XML_PART_BYTES = 64 * MiB  # .docx: one XML part, parsed into a tree
-MAX_RECORD_BYTES = 32 * MiB  # .jsonl: one line
-MAX_DOCUMENT_CHARS = 32 * MiB  # extracted text of any one document
+MAX_TEXT_BYTES = 32 * MB  # .txt, .md, .html
+MAX_PACKED_BYTES = 256 * MB  # .pdf, .docx as files on disk
+MAX_UNPACKED_BYTES = 256 * MB  # .docx: all parts, as declared by the zip, before unpacking
+MAX_XML_PART_BYTES = 64 * MB  # .docx: one XML part, parsed into a tree
+MAX_RECORD_BYTES = 32 * MB  # .jsonl: one line
+MAX_DOCUMENT_CHARS = 32 * MB  # extracted text of any one document, in characters
 READ_BLOCK = 1 * MiB
 
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -261,7 +262,7 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def _size(n: int) -> str:
-    return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
+    return f"{n / MB:.0f} MB" if n >= MB else f"{n} bytes"
 
 
 def _one_line(e: BaseException) -> str:
@@ -273,8 +274,9 @@ def _clean(text: str, shown: str) -> str:
     """The stored text: NUL (which SQLite's text functions stop at) becomes U+FFFD, length
     kept, so offsets into the extracted text stay exact."""
     if len(text) > MAX_DOCUMENT_CHARS:
-        raise InputRefused(shown, f"holds {len(text) // 2**20}M characters of text, over the "
-                                  f"{MAX_DOCUMENT_CHARS // 2**20}M limit for one document")
+        raise InputRefused(shown, f"holds {len(text) // MB} million characters of text, over "
+                                  f"the {MAX_DOCUMENT_CHARS // MB} million limit for one "
+                                  "document")
     if not text.strip():
         raise InputRefused(shown, "no text in file")
     return text.replace("\x00", "\ufffd")
@@ -566,7 +568,7 @@ def _record(line: bytes, lineno: int, shown: str, seen: dict[str, int]) -> Docum
     if not text.strip():
         return 'empty "text"'
     if len(text) > MAX_DOCUMENT_CHARS:
-        return f'"text" over the {MAX_DOCUMENT_CHARS // 2**20}M character limit'
+        return f'"text" over the {MAX_DOCUMENT_CHARS // MB} million character limit'
     rid = obj.get("id")
     rid = str(lineno) if rid is None or str(rid).strip() == "" else str(rid).strip()
     if rid in seen:

@@ -300,7 +300,7 @@ def test_oversized_text_is_refused_before_reading(tmp_path):
     p = tmp_path / "huge.txt"
     with open(p, "wb") as f:  # sparse: takes no disk, would take memory if read
         f.truncate(MAX_TEXT_BYTES + 1)
-    with pytest.raises(InputRefused, match="over the 32 MiB limit"):
+    with pytest.raises(InputRefused, match="over the 32 MB limit"):
         load(p)
 
 
