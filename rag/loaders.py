@@ -36,8 +36,8 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | DOCX_SUFFIXE
 
 MB = 10**6  # sizes are told to people in MB, as file managers show them
 MiB = 2**20
-# Limits keep memory bounded (peak RSS is a small multiple of them, see README). A text file
-# over MAX_TEXT_BYTES is ~5 million words: split it, or raise the limit.
+# Limits keep memory bounded (bench/hostile_rss.py measures peak RSS). A text file over
+# MAX_TEXT_BYTES is ~5 million words: split it, or raise the limit.
 MAX_TEXT_BYTES = 32 * MB  # .txt, .md, .html
 MAX_PACKED_BYTES = 256 * MB  # .pdf, .docx as files on disk
 MAX_UNPACKED_BYTES = 256 * MB  # .docx: all parts, as declared by the zip, before unpacking
@@ -107,13 +107,14 @@ def _walk(folder: Path, visited: set[tuple[int, int]],
             p = Path(root) / name
             if name.startswith(".") or p.suffix.lower() not in SUPPORTED_SUFFIXES:
                 continue
-            if p.suffix.lower() in JSONL_SUFFIXES and not _holds_documents(p):
-                continue  # other JSON Lines (a Q&A file beside the documents): not ours
             try:
                 st = p.stat()
             except OSError as e:
                 refused.append(InputRefused(str(p), _missing_reason(p, e)))
                 continue
+            if stat.S_ISREG(st.st_mode) and p.suffix.lower() in JSONL_SUFFIXES \
+                    and not _holds_documents(p):
+                continue  # other JSON Lines (a Q&A file beside the documents): not ours
             kept: list[Path] = []
             _add_file(p, st, kept, refused)
             yield from kept

@@ -379,3 +379,10 @@ def test_other_json_lines_in_a_folder_are_not_documents(tmp_path):
     assert [p.name for p in found] == ["broken.jsonl", "export.jsonl"] and not refused
     named = list(load_all(tmp_path / "qa.jsonl"))  # named on purpose: each record refused
     assert [r.reason for r in named] == ['no "text" field holding a string']
+
+
+def test_fifo_named_jsonl_in_a_folder_does_not_hang_discovery(tmp_path):
+    os.mkfifo(tmp_path / "stream.jsonl")
+    found, refused = discover([tmp_path])
+    assert found == [] and [r.reason for r in refused] == [
+        "not a regular file (a pipe, device or socket)"]
