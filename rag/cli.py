@@ -63,13 +63,18 @@ def _progress_printer():
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders to add")],
            index: IndexOpt = None, json_out: JsonOpt = False) -> None:
-    """Add files and folders (recursively) to the index."""
+    """Add files and folders (recursively) to the index: .txt, .md, .html, .pdf, .docx and
+    .jsonl (one document per record with a "text" field)."""
     from rag.ingest import ingest as run
 
     try:
         report = run([str(p) for p in paths], _settings(index), progress=_progress_printer())
     except RagError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("\nrag: interrupted; the index keeps what was committed: run the same "
+                   "`rag ingest` again to finish", err=True)
+        raise typer.Exit(130) from None
     for r in report.refused:
         typer.echo(f"rag: refused {r.path}: {r.reason}", err=True)
     if json_out:

@@ -270,3 +270,23 @@ def test_two_ingests_at_once_both_land(tmp_path):
         assert "done 12 0" in out
     _, held = check_index(index)
     assert held == set(first) | set(second)
+
+
+def test_ctrl_c_during_ingest_exits_130_and_the_next_ingest_finishes(tmp_path):
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    sources = make_corpus(docs, 30)
+    proc = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(docs), "--index",
+                             str(index)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not (index / DB_NAME).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; the index keeps what was committed" in err
+    check_index(index)
+    report = ingest([docs], Settings.from_env(index_dir=index, n_threads=2))
+    assert not report.refused
+    assert check_index(index)[1] == set(sources)
