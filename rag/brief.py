@@ -641,8 +641,10 @@ def as_markdown(b: Briefing) -> str:
     lines.append("## Key points")
     for p in b.points:
         lines.append(f"- {p.text} ({p.n_sources} source{'s' if p.n_sources != 1 else ''})")
+        claim = strip_markers(p.text)
         for c in p.citations:
-            lines.append(f"    [{c.n}] {c.source}")
+            quote = "" if c.text == claim else f": “{c.text}”"
+            lines.append(f"    [{c.n}] {c.source}{quote}")
     if b.conflicts:
         lines += ["", "## Where the sources disagree"]
         for p in b.conflicts:

@@ -168,7 +168,10 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
           model: ModelOpt = None, json_out: JsonOpt = False,
           fmt: Annotated[str, typer.Option("--format", help="md, json or html")] = "md",
           out: Annotated[Path | None, typer.Option("--out", help="Write to this file")] = None,
-          max_points: Annotated[int, typer.Option("--max-points", min=1)] = 10) -> None:
+          max_points: Annotated[int, typer.Option("--max-points", min=1)] = 12,
+          max_words: Annotated[int, typer.Option(
+              "--max-words", min=1, help="Stop adding points past this many words")] = 300,
+          ) -> None:
     """A cited briefing over the whole index, or over what concerns TOPIC."""
     from rag import brief as briefing
 
@@ -181,7 +184,8 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
         typer.echo("rag: --format html needs --out FILE", err=True)
         raise typer.Exit(2)
     try:
-        result = briefing.build(_settings(index, model), topic, max_points=max_points)
+        result = briefing.build(_settings(index, model), topic, max_points=max_points,
+                                max_words=max_words, progress=_progress_printer())
     except RagError as e:
         _fail(e)
     if fmt == "json":
