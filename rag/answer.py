@@ -93,6 +93,12 @@ class Answerer:
                             prompt_tokens=gen.prompt_tokens,
                             completion_tokens=gen.completion_tokens)
         span = ev.align(gen.text, question, chosen.text, kind)
+        if kind == "number":
+            figure = ev.best_figure(question, chosen.text, [s.text for s in sentences])
+            if figure is not None and (span is None or not (
+                    span[0] <= figure[0] and figure[1] <= span[1])):
+                verification["figure_chosen_by_clause"] = chosen.text[figure[0]:figure[1]]
+                span = figure
         verification["checks"] = {"supported_by_passage": span is not None}
         if span is not None:
             text, method = chosen.text[span[0]:span[1]], "generated"

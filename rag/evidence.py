@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from rag.chunking import split_sentences
 from rag.embedder import Embedder
 from rag.retrieve import STOPWORDS
@@ -147,6 +149,8 @@ def align(answer: str, question: str, sentence: str, kind: str,
     if not said:
         return None
     said_set = set(said)
+    # a figure is the answer's backbone: the span must give the figures the model gave, no other
+    figures_said = {w for w in said if any(ch.isdigit() for ch in w)}
     words = [(m.start(), m.end(), _stem(m.group().lower().strip("'’")))
              for m in _WORD.finditer(sentence)]
     best: tuple[float, int, int, int] | None = None
@@ -165,6 +169,9 @@ def align(answer: str, question: str, sentence: str, kind: str,
             precision, recall = common / len(run), len(set(run) & said_set) / len(said_set)
             f1 = 2 * precision * recall / (precision + recall)
             text = sentence[words[i][0]:words[j][1]]
+            figures = {w for w in run if any(ch.isdigit() for ch in w)}
+            if figures_said and not (figures and figures <= figures_said):
+                continue
             if f1 < 0.5 or not fits_kind(text, kind) or not adds_information(text, question):
                 continue
             key = (f1, -(j - i), -i, j)
@@ -174,3 +181,35 @@ def align(answer: str, question: str, sentence: str, kind: str,
         return None
     i = -best[2]
     return words[i][0], words[best[3]][1]
+
+
+_FIGURE = re.compile(r"(?:(?:about|roughly|around|over|nearly|almost|some|more than|at least|"
+                     r"an estimated|up to)\s+)?[$£€]?\d[\d,.]*%?(?:\s+(?:million|billion|"
+                     r"thousand|hundred))?", re.I)
+
+
+def best_figure(question: str, sentence: str, others: list[str]) -> tuple[int, int] | None:
+    """When a sentence gives several figures, the one whose clause says what the question asks.
+
+    Each clause (the text between commas or semicolons) is scored by the question's words it
+    holds, each weighted by how rare it is among the retrieved sentences: "killed in combat"
+    tells more than "North Korean", which every passage repeats. None when the sentence holds
+    fewer than two figures or no clause is more relevant than another."""
+    figures = [m for m in _FIGURE.finditer(sentence)]
+    if len({m.group() for m in figures}) < 2:
+        return None
+    q_words = content_words(question)
+    docs = [content_words(t) for t in others] or [content_words(sentence)]
+    weight = {w: np.log((1 + len(docs)) / (1 + sum(w in d for d in docs))) + 1 for w in q_words}
+    scored = []
+    for m in figures:
+        a = max(sentence.rfind(",", 0, m.start()), sentence.rfind(";", 0, m.start())) + 1
+        ends = [i for i in (sentence.find(",", m.end()), sentence.find(";", m.end())) if i >= 0]
+        b = min(ends) if ends else len(sentence)
+        clause = content_words(sentence[a:b])
+        scored.append((sum(weight[w] for w in q_words & clause), -m.start(), m))
+    scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    if scored[0][0] <= scored[1][0]:
+        return None
+    m = scored[0][2]
+    return m.start(), m.end()

@@ -59,3 +59,14 @@ def test_align_finds_the_models_words_in_the_evidence(said, question, kind, expe
 ])
 def test_align_refuses_what_the_evidence_does_not_say(said, question, kind):
     assert ev.align(said, question, SENTENCE, kind) is None
+
+
+def test_best_figure_reads_the_clause_the_question_is_about():
+    others = [SENTENCE, "North Korean leader Kim Jong Un oversaw the test.",
+              "North Korean troops returned from the war."]
+    killed = ev.best_figure("How many North Korean soldiers were killed in combat?", SENTENCE,
+                            others)
+    assert SENTENCE[killed[0]:killed[1]] == "roughly 600"
+    deployed = ev.best_figure("How many personnel were deployed to Russia?", SENTENCE, others)
+    assert SENTENCE[deployed[0]:deployed[1]] == "about 15,000"
+    assert ev.best_figure("How many?", "Only 3 of them came.", others) is None
