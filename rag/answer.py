@@ -11,6 +11,7 @@ is close enough to the question, or none holds the kind of answer asked for, it 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag import evidence as ev
@@ -60,7 +61,8 @@ class Answerer:
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         return self.retriever.search(question, k or self.settings.k)
 
-    def ask(self, question: str, k: int | None = None) -> Answer:
+    def ask(self, question: str, k: int | None = None, *,
+            on_token: Callable[[str], None] | None = None) -> Answer:
         t0 = time.perf_counter()
         question = question.strip()
         hits = self.retrieve(question, k)
@@ -88,7 +90,7 @@ class Answerer:
         if note:
             verification["note"] = note
         gen = self.llm.generate("answer", values, max_tokens=th.answer_tokens,
-                                grammar=ev.SHORT_ANSWER_GRAMMAR)
+                                grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=on_token)
         verification.update(model=self.llm.name, model_said=gen.text,
                             prompt_tokens=gen.prompt_tokens,
                             completion_tokens=gen.completion_tokens)

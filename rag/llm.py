@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -76,8 +77,11 @@ class LLM:
     cache = None
 
     def generate(self, task: str, values: dict[str, object], max_tokens: int,
-                 grammar: str | None = None, stop: list[str] | None = None) -> Generation:
-        """Render prompts/{task}.* for this model's prompt style and generate, greedily."""
+                 grammar: str | None = None, stop: list[str] | None = None,
+                 on_token: Callable[[str], None] | None = None) -> Generation:
+        """Render prompts/{task}.* for this model's prompt style and generate, greedily.
+        With `on_token`, the text is also handed over piece by piece as the model writes it
+        (a cached response is handed over whole)."""
         pdir = self.settings.prompts_dir
         params = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
                       top_k=1, top_p=1.0, repeat_penalty=1.0, seed=self.settings.seed,
@@ -97,6 +101,8 @@ class LLM:
             key = self._cache_key(request, params, grammar)
             hit = self.cache.get(key)
             if hit is not None and isinstance(hit.get("text"), str):
+                if on_token is not None:
+                    on_token(hit["text"])
                 return Generation(text=hit["text"], prompt_tokens=hit.get("prompt_tokens", 0),
                                   completion_tokens=hit.get("completion_tokens", 0),
                                   seconds=time.perf_counter() - t0)
@@ -104,20 +110,46 @@ class LLM:
 
         llama = self._llama
         compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
-        if "messages" in request:
-            out = llama.create_chat_completion(**request, **params, grammar=compiled)
-            text = out["choices"][0]["message"]["content"] or ""
+        if on_token is not None:
+            gen = self._stream(request, params, compiled, on_token, t0)
         else:
-            out = llama.create_completion(**request, **params, grammar=compiled)
-            text = out["choices"][0]["text"]
-        usage = out.get("usage", {})
-        gen = Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
-                         completion_tokens=usage.get("completion_tokens", 0),
-                         seconds=time.perf_counter() - t0)
+            if "messages" in request:
+                out = llama.create_chat_completion(**request, **params, grammar=compiled)
+                text = out["choices"][0]["message"]["content"] or ""
+            else:
+                out = llama.create_completion(**request, **params, grammar=compiled)
+                text = out["choices"][0]["text"]
+            usage = out.get("usage", {})
+            gen = Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
+                             completion_tokens=usage.get("completion_tokens", 0),
+                             seconds=time.perf_counter() - t0)
         if key is not None:
             self.cache.put(key, {"text": gen.text, "prompt_tokens": gen.prompt_tokens,
                                  "completion_tokens": gen.completion_tokens})
         return gen
+
+    def _stream(self, request: dict, params: dict, compiled, on_token: Callable[[str], None],
+                t0: float) -> Generation:
+        # A streamed response carries no usage: each chunk is one token, and the context then
+        # holds the prompt and the tokens evaluated after it.
+        llama = self._llama
+        if "messages" in request:
+            chunks = llama.create_chat_completion(**request, **params, grammar=compiled,
+                                                  stream=True)
+        else:
+            chunks = llama.create_completion(**request, **params, grammar=compiled, stream=True)
+        pieces: list[str] = []
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            piece = (choice.get("delta") or {}).get("content") if "messages" in request \
+                else choice.get("text")
+            if piece:
+                pieces.append(piece)
+                on_token(piece)
+        n = len(pieces)
+        return Generation(text="".join(pieces).strip(),
+                          prompt_tokens=max(0, llama.n_tokens - n), completion_tokens=n,
+                          seconds=time.perf_counter() - t0)
 
     def _cache_key(self, request: dict, params: dict, grammar: str | None) -> str:
         """Everything that decides the output: the model file, the llama.cpp build, the

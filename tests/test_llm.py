@@ -71,3 +71,50 @@ def test_truncated_gguf_is_refused_clearly(tmp_path):
     with pytest.raises(ModelNotFound, match="could not be loaded"):
         get_llm(resolve_llm(str(broken), settings), settings).generate(
             "answer", _values("x?"), 4)
+
+
+def test_streaming_hands_over_the_same_text_piece_by_piece(smollm):
+    g = ev.SHORT_ANSWER_GRAMMAR
+    whole = smollm.generate("answer", _values("How many were deployed?"), 24, grammar=g)
+    pieces: list[str] = []
+    streamed = smollm.generate("answer", _values("How many were deployed?"), 24, grammar=g,
+                               on_token=pieces.append)
+    assert streamed.text == whole.text
+    assert len(pieces) >= 2 and "".join(pieces).strip() == whole.text
+    assert streamed.completion_tokens == len(pieces)
+
+
+def test_stream_stopped_midway_leaves_the_model_usable(smollm):
+    class Stop(Exception):
+        pass
+
+    def stop_at_second(piece, seen=[]):  # noqa: B006 - a counter across calls
+        seen.append(piece)
+        if len(seen) == 2:
+            raise Stop
+
+    before = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
+                             grammar=ev.SHORT_ANSWER_GRAMMAR)
+    with pytest.raises(Stop):
+        smollm.generate("answer", _values("How many were killed?"), 24,
+                        grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=stop_at_second)
+    after = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
+                            grammar=ev.SHORT_ANSWER_GRAMMAR)
+    assert after.text == before.text and _short(after.text)
+
+
+def test_cached_response_is_streamed_whole(tmp_path):
+    from rag.cache import ResponseCache
+
+    settings = Settings(n_threads=2)
+    llm = get_llm(resolve_llm("smollm2", settings), settings)
+    llm.cache = ResponseCache(tmp_path / "cache.sqlite")
+    try:
+        first = llm.generate("answer", _values("How many were killed?"), 24,
+                             grammar=ev.SHORT_ANSWER_GRAMMAR)
+        pieces: list[str] = []
+        again = llm.generate("answer", _values("How many were killed?"), 24,
+                             grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=pieces.append)
+    finally:
+        llm.cache = None
+    assert pieces == [first.text] and again.text == first.text
