@@ -112,11 +112,9 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
 
 
 def _print_answer(a) -> None:
-    typer.echo(a.answer)
-    if a.citations:
-        typer.echo("\nSources:")
-        for c in a.citations:
-            typer.echo(f"  [{c.n}] {c.source} ({c.chunk_id})\n      \"{c.text}\"")
+    from rag.chat import format_answer
+
+    typer.echo(format_answer(a))
 
 
 @app.command()
@@ -137,30 +135,28 @@ def ask(question: str, index: IndexOpt = None, model: ModelOpt = None, k: KOpt =
 
 
 @app.command()
-def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5) -> None:
-    """Interactive questions in the terminal, one per line (Ctrl-D leaves)."""
-    from rag.answer import Answerer
+def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
+         rewrite: Annotated[str, typer.Option(
+             "--rewrite", help="How follow-ups become search queries: rules, llm or off")]
+         = "rules") -> None:
+    """Interactive questions in the terminal, with follow-ups (/help inside; Ctrl-D leaves).
+    With standard input piped: one question per line, each answer printed as `rag ask` does."""
+    from rag import chat as conversation
 
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        answerer = Answerer(_settings(index, model))
+        session = conversation.Session(_settings(index, model), model, k, rewrite,
+                                       tty=interactive)
     except RagError as e:
         _fail(e)
-    interactive = sys.stdin.isatty()
-    while True:
-        try:
-            line = input("> " if interactive else "")
-        except EOFError:
-            break
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            break
-        try:
-            _print_answer(answerer.ask(line, k))
-        except RagError as e:
-            typer.echo(f"rag: {e}", err=True)
-        typer.echo("")
+    try:
+        if interactive:
+            typer.echo(conversation.welcome(session))
+            session.run(conversation.terminal_reader(session.settings))
+        else:
+            session.run(conversation.piped_reader(sys.stdin))
+    finally:
+        session.close()
 
 
 @app.command()

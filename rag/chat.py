@@ -1,0 +1,321 @@
+"""The chat job: a conversation in the terminal over the index, with follow-ups.
+
+One Session holds the index, the models and the conversation for as long as it runs. Each
+question is made standalone for retrieval from the turn before it (rag/rewrite.py), answered by
+the ask pipeline, and shown: on a terminal the model's words stream as they come, then give
+way to the verified answer with its [n] markers and sources (the verified answer is a run of
+the evidence sentence, so it may differ from what streamed); when the input is piped, each
+answer is printed exactly as `rag ask` prints it, and the rewritten query goes to standard
+error so that standard output holds only answers.
+
+Unlike the other jobs this module writes to the streams it is given: it is the terminal side
+of the conversation. The CLI only builds a Session and runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from rag.answer import Answerer
+from rag.config import Settings
+from rag.errors import RagError
+from rag.rewrite import MODES, Rewrite, rewrite_llm, rewrite_rules
+from rag.types import Answer, Hit
+
+DEFAULT_REWRITE = "rules"  # chosen by bench/followups.py, see bench/results_followups.md
+
+HELP = """\
+Ask a question about the indexed documents; follow-ups may refer to the previous answer.
+  /sources        the passages behind the last answer, in full
+  /brief [TOPIC]  a cited briefing over the index, or over TOPIC
+  /reset          forget the conversation (the next question stands alone)
+  /model NAME     answer with another model (`rag models` lists them)
+  /help           this list
+  /quit           leave (so does Ctrl-D); Ctrl-C stops an answer being written"""
+
+DIM, BOLD, RESET = "\x1b[2m", "\x1b[1m", "\x1b[0m"
+
+
+def format_answer(a: Answer) -> str:
+    """An answer and its sources, as `rag ask` prints them."""
+    lines = [a.answer]
+    if a.citations:
+        lines += ["", "Sources:"]
+        for c in a.citations:
+            lines.append(f"  [{c.n}] {c.source} ({c.chunk_id})\n      \"{c.text}\"")
+    return "\n".join(lines)
+
+
+def format_passages(a: Answer) -> str:
+    """The passages behind an answer, in full: those cited first, then the rest retrieved."""
+    cited = {c.chunk_id: c.n for c in a.citations}
+    hits = sorted(a.hits, key=lambda h: (h.chunk.chunk_id not in cited, h.rank))
+    blocks = []
+    for h in hits:
+        mark = f"[{cited[h.chunk.chunk_id]}]" if h.chunk.chunk_id in cited else "retrieved"
+        head = f"{mark} {h.chunk.source} ({h.chunk.chunk_id}, score {h.score:.4f})"
+        if h.also_in:
+            head += f"; also in {', '.join(h.also_in)}"
+        blocks.append(f"{head}\n{h.chunk.text}")
+    return "\n\n".join(blocks) if blocks else "(no passages were retrieved)"
+
+
+class ChatAnswerer(Answerer):
+    """The ask pipeline, searching with the standalone query while the answer is phrased and
+    checked against the user's own question."""
+
+    search_query: str | None = None
+
+    def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
+        return super().retrieve(self.search_query or question, k)
+
+    def ask_turn(self, rewrite: Rewrite, k: int | None = None,
+                 on_token: Callable[[str], None] | None = None) -> Answer:
+        self.search_query = rewrite.query if rewrite.rewritten else None
+        try:
+            return self.ask(rewrite.question, k, on_token=on_token)
+        finally:
+            self.search_query = None
+
+
+@dataclass
+class Turn:
+    rewrite: Rewrite
+    answer: Answer
+
+
+@dataclass
+class Conversation:
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def last(self) -> Turn | None:
+        return self.turns[-1] if self.turns else None
+
+    def reset(self) -> None:
+        self.turns.clear()
+
+
+def history_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag" / "chat_history"
+
+
+class Session:
+    def __init__(self, settings: Settings, model: str | None = None, k: int = 5,
+                 rewrite: str = DEFAULT_REWRITE, out: TextIO = sys.stdout,
+                 err: TextIO = sys.stderr, tty: bool = False):
+        if rewrite not in MODES:
+            raise RagError(f"rewrite must be one of {', '.join(MODES)}, not {rewrite!r}")
+        self.settings = settings
+        self.k = k
+        self.mode = rewrite
+        self.out, self.err, self.tty = out, err, tty
+        self.answerer = ChatAnswerer(settings, model)
+        self.conversation = Conversation()
+
+    def close(self) -> None:
+        self.answerer.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _note(self, text: str) -> None:
+        """A line about the conversation, not an answer: dim on a terminal, else on stderr."""
+        if self.tty:
+            self._say(f"{DIM}{text}{RESET}")
+        else:
+            self.err.write(text + "\n")
+            self.err.flush()
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def rewrite(self, question: str) -> Rewrite:
+        last = self.conversation.last
+        prev_query = last.rewrite.query if last else None
+        prev_answer = last.answer.answer if last and not last.answer.abstained else ""
+        if self.mode == "llm":
+            return rewrite_llm(self.answerer.llm, question, prev_query, prev_answer)
+        if self.mode == "rules":
+            return rewrite_rules(question, prev_query, prev_answer)
+        return rewrite_rules(question, None)
+
+    def ask(self, question: str) -> Answer | None:
+        """Answer one question and show it; None when stopped by Ctrl-C."""
+        stream = _Stream(self.out) if self.tty else None
+        try:
+            rw = self.rewrite(question)
+            if rw.rewritten:
+                self._note(f"  searching: {rw.query}")
+            answer = self.answerer.ask_turn(rw, self.k,
+                                            on_token=stream.write if stream else None)
+        except KeyboardInterrupt:
+            if stream:
+                stream.erase()
+            self._say("(stopped)")
+            return None
+        if stream:
+            stream.erase()
+        self._say(format_answer(answer))
+        self._say()
+        self.conversation.turns.append(Turn(rw, answer))
+        return answer
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def handle(self, line: str) -> bool:
+        """One line typed by the user; False when the session should end."""
+        line = line.strip()
+        if not line:
+            return True
+        if not line.startswith("/"):
+            try:
+                self.ask(line)
+            except RagError as e:
+                self._error(str(e))
+            return True
+        name, _, arg = line[1:].partition(" ")
+        name, arg = name.lower(), arg.strip()
+        if name in ("quit", "exit", "q"):
+            return False
+        command = {"help": self._help, "sources": self._sources, "reset": self._reset,
+                   "brief": self._brief, "model": self._model}.get(name)
+        if command is None:
+            self._error(f"unknown command /{name}: /help lists the commands")
+            return True
+        try:
+            command(arg)
+        except KeyboardInterrupt:
+            self._say("(stopped)")
+        except RagError as e:
+            self._error(str(e))
+        return True
+
+    def _error(self, text: str) -> None:
+        self.err.write(f"rag: {text}\n")
+        self.err.flush()
+
+    def _help(self, _: str) -> None:
+        self._say(HELP)
+
+    def _sources(self, _: str) -> None:
+        last = self.conversation.last
+        if last is None:
+            self._say("No answer yet: ask a question first.")
+            return
+        self._say(f"Passages behind: {last.answer.question}")
+        if last.rewrite.rewritten:
+            self._say(f"searched as: {last.rewrite.query}")
+        self._say()
+        self._say(format_passages(last.answer))
+        self._say()
+
+    def _reset(self, _: str) -> None:
+        self.conversation.reset()
+        self._say("Conversation cleared: the next question stands alone.")
+
+    def _brief(self, topic: str) -> None:
+        from rag import brief
+
+        result = brief.build(self.settings, topic or None, max_points=6, max_words=200)
+        self._say(brief.as_markdown(result).rstrip())
+        self._say()
+
+    def _model(self, name: str) -> None:
+        if not name:
+            self._say(f"model: {self.answerer.llm.name}")
+            return
+        from rag.llm import get_llm
+        from rag.registry import resolve_llm
+
+        get_llm(resolve_llm(name, self.settings), self.settings)  # unknown -> ModelNotFound
+        new = ChatAnswerer(self.settings, name)
+        self.answerer.close()
+        self.answerer = new
+        self._say(f"model: {new.llm.name}")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, read_line: Callable[[], str]) -> None:
+        """Until /quit or end of input (read_line raises EOFError)."""
+        while True:
+            try:
+                line = read_line()
+            except KeyboardInterrupt:  # at the prompt: a fresh prompt, as in a shell
+                continue
+            except EOFError:
+                return
+            try:
+                if not self.handle(line):
+                    return
+            except KeyboardInterrupt:
+                self._say("(stopped)")
+
+
+class _Stream:
+    """The model's words as they come, dim, then erased for the verified answer."""
+
+    PREFIX = "  "
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.text = ""
+
+    def write(self, piece: str) -> None:
+        if not self.text:
+            self.out.write(DIM + self.PREFIX)
+            piece = piece.lstrip()
+        self.text += piece
+        self.out.write(piece)
+        self.out.flush()
+
+    def erase(self) -> None:
+        if not self.text:
+            return
+        cols = max(1, shutil.get_terminal_size().columns)
+        rows = (len(self.PREFIX) + len(self.text) - 1) // cols + 1
+        self.out.write(RESET + "\r\x1b[K" + "\x1b[1A\x1b[K" * (rows - 1))
+        self.out.flush()
+        self.text = ""
+
+
+def terminal_reader(settings: Settings) -> Callable[[], str]:
+    """A prompt with line editing and a history kept across sessions (prompt_toolkit)."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        history = FileHistory(str(path))
+    except OSError:
+        history = InMemoryHistory()
+    session: PromptSession = PromptSession(history=history)
+    return lambda: session.prompt("> ")
+
+
+def piped_reader(stream: TextIO) -> Callable[[], str]:
+    def read() -> str:
+        line = stream.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    return read
+
+
+def welcome(session: Session) -> str:
+    n = len(session.answerer.store.documents())
+    return (f"{BOLD}rag chat{RESET} over {n} document{'s' if n != 1 else ''} with "
+            f"{session.answerer.llm.name}: /help lists the "
+            "commands, Ctrl-D leaves.")
