@@ -39,25 +39,57 @@ def _emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def _progress_printer():
-    """A one-line progress bar on standard error, drawn only for a person watching."""
-    if not sys.stderr.isatty():
-        return None
-    last = {"stage": None}
+def format_eta(seconds: float | None) -> str:
+    """"ETA 1:05" style; "ETA --:--" while unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "ETA --:--"
+    seconds = int(seconds + 0.5)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"ETA {h}:{m:02d}:{s:02d}" if h else f"ETA {m}:{s:02d}"
 
-    def show(stage: str, done: int, total: int) -> None:
+
+class Progress:
+    """A one-line progress bar on standard error with the rate and the time left, estimated
+    from the progress of the current stage so far."""
+
+    def __init__(self, stream=None, clock=None):
+        import time
+
+        self.stream = stream or sys.stderr
+        self.clock = clock or time.monotonic
+        self.stage: str | None = None
+        self.started = 0.0
+        self.first_done = 0
+
+    def eta(self, done: int, total: int) -> float | None:
+        elapsed = self.clock() - self.started
+        moved = done - self.first_done
+        if moved <= 0 or elapsed <= 0:
+            return None
+        return (total - done) * elapsed / moved
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
         if total <= 0:
             return
+        if stage != self.stage:
+            if self.stage is not None:
+                self.stream.write("\n")
+            self.stage, self.started, self.first_done = stage, self.clock(), done
         width = 30
-        filled = int(width * done / total)
-        sys.stderr.write(f"\r{stage:>6} [{'#' * filled}{'.' * (width - filled)}] "
-                         f"{done}/{total}")
-        if done >= total or stage != last["stage"]:
-            sys.stderr.write("\n" if done >= total else "")
-        last["stage"] = stage
-        sys.stderr.flush()
+        filled = int(width * min(done, total) / total)
+        tail = "done" if done >= total else format_eta(self.eta(done, total))
+        self.stream.write(f"\r{stage:>6} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{total} {tail}   ")
+        if done >= total:
+            self.stream.write("\n")
+            self.stage = None
+        self.stream.flush()
 
-    return show
+
+def _progress_printer():
+    """A progress bar on standard error, drawn only for a person watching."""
+    return Progress() if sys.stderr.isatty() else None
 
 
 @app.command()

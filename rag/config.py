@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,10 +20,25 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_cores() -> int:
+    """The cores this process may use (its CPU affinity)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def auto_threads(limit: int = 4) -> int:
+    """Threads for llama.cpp and torch: the allowed cores less those other processes keep busy
+    (the 1-minute load average, rounded), at least 1. Measured here: llama.cpp on 2 threads
+    falls from 100 to 3-47 tokens/s when another process holds one of two cores, while 1
+    thread keeps 47-75. Decided once per process, so a loaded model is never reloaded."""
+    cores = free_cores()
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(limit, cores - busy))
 
 
 @dataclass(frozen=True)
@@ -35,7 +51,7 @@ class Settings:
     k: int = 5
     chunk_tokens: int = 128  # in the embedding model's own tokens
     chunk_overlap_sentences: int = 1
-    n_threads: int = 0  # 0: the cores this process may use
+    n_threads: int = 0  # 0: the cores free when the process starts (auto_threads)
     n_ctx: int = 2048
     seed: int = 1234
     temperature: float = 0.0
@@ -61,4 +77,4 @@ class Settings:
 
     @property
     def threads(self) -> int:
-        return self.n_threads if self.n_threads > 0 else min(4, free_cores())
+        return self.n_threads if self.n_threads > 0 else auto_threads()

@@ -1,5 +1,10 @@
 """The embedding model behind one method, loaded once and lazily.
 
+Two engines run the same weights to the same vectors (float32 rounding apart):
+- a numpy forward pass (rag/minilm.py) for the few texts of a question: importing torch and
+  sentence-transformers costs about 5 s, more than answering the question;
+- sentence-transformers (torch) for bulk embedding (ingest, long lists), once it is loaded.
+
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking
 and `rag --help` never pay for importing torch.
 """
@@ -14,6 +19,10 @@ from functools import cached_property
 import numpy as np
 
 from rag.registry import ModelSpec
+
+# Up to this many texts go through the numpy encoder unless torch is already loaded: beyond it
+# the import (~5 s) is paid back by sentence-transformers' faster batches.
+NUMPY_MAX_TEXTS = 256
 
 
 class Embedder:
@@ -75,17 +84,42 @@ class Embedder:
         model.max_seq_length = self.max_seq_length
         return model
 
+    @cached_property
+    def _numpy_model(self):
+        from rag.minilm import MiniLM
+
+        return MiniLM(self.path, self.max_seq_length)
+
+    @cached_property
+    def numpy_capable(self) -> bool:
+        from rag.minilm import supports
+
+        return supports(self.path)
+
+    def engine_for(self, n_texts: int, bulk: bool = False) -> str:
+        """"numpy" or "torch": numpy for a few texts while torch is not loaded yet."""
+        if bulk or "_model" in self.__dict__ or n_texts > NUMPY_MAX_TEXTS:
+            return "torch"
+        return "numpy" if self.numpy_capable else "torch"
+
     def embed(self, texts: Sequence[str], batch_size: int = 64,
-              progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text."""
+              progress: Callable[[int], None] | None = None,
+              bulk: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text. `bulk`: many texts (ingest), use
+        sentence-transformers whatever the count."""
+        if self.engine_for(len(texts), bulk or progress is not None) == "numpy":
+            return self._numpy_model.encode(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i in range(0, len(texts), batch_size):
-            batch = list(texts[i:i + batch_size])
-            out[i:i + len(batch)] = self._model.encode(
-                batch, batch_size=batch_size, normalize_embeddings=True,
+        # longest first, as sentence-transformers orders one call: batches of like lengths
+        # carry little padding, whichever slice of the list this call is given
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for i in range(0, len(order), batch_size):
+            rows = order[i:i + batch_size]
+            out[rows] = self._model.encode(
+                [texts[j] for j in rows], batch_size=batch_size, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False)
             if progress:
-                progress(len(batch))
+                progress(len(rows))
         return out
 
 

@@ -75,3 +75,45 @@ def test_failed_write_leaves_the_last_committed_state(fresh_settings, seed_copy)
             raise RuntimeError("killed mid-write")
     assert store.manifest() == before
     store.close()
+
+
+def test_index_kind_is_exact_when_small_and_ivf_when_large():
+    from rag.store import EXACT_MAX_VECTORS, index_kind, ivf_lists
+
+    assert index_kind(2_000) == "flat"
+    assert index_kind(EXACT_MAX_VECTORS) == "flat"
+    assert index_kind(EXACT_MAX_VECTORS + 1) == "ivf-sq8"
+    assert ivf_lists(1_000_000) == 4096
+    assert ivf_lists(100_000) == 1024
+    assert ivf_lists(3_000) * 64 <= 3_000
+
+
+def test_ivf_index_finds_what_exact_search_finds():
+    import faiss
+    import numpy as np
+
+    from rag.store import IVF_TARGET_RECALL, build_index, recall_at
+
+    rng = np.random.default_rng(7)
+    n, d = 20_000, 64
+    centres = rng.normal(size=(300, d)).astype(np.float32)
+    x = centres[rng.integers(0, 300, n)] + rng.normal(scale=0.3, size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(100, 100 + n, dtype=np.int64)
+
+    def batches():
+        for i in range(0, n, 6_000):
+            yield ids[i:i + 6_000], x[i:i + 6_000]
+
+    index = build_index(d, n, batches, kind="ivf-sq8")
+    assert index.ntotal == n
+    ivf = faiss.extract_index_ivf(index)
+    assert isinstance(faiss.downcast_index(ivf), faiss.IndexIVFScalarQuantizer)
+    assert 1 <= ivf.nprobe < ivf.nlist
+    q = x[rng.choice(n, 300, replace=False)] + rng.normal(scale=0.2, size=(300, d)).astype(
+        np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    _, exact = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    _, found = index.search(q, 10)
+    assert recall_at(found, ids[exact]) >= IVF_TARGET_RECALL - 0.03
+    assert recall_at(ids[exact], ids[exact]) == 1.0

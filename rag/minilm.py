@@ -1,0 +1,156 @@
+"""The BERT encoder of a sentence-transformers model, in numpy: the query side of retrieval
+without importing torch (about 5 s of imports for a handful of short texts).
+
+It runs the same weights (model.safetensors) and the same tokenizer (tokenizer.json) as
+SentenceTransformer.encode, then mean pooling over the real tokens and L2 normalisation, as the
+model's modules.json says (Transformer -> Pooling(mean) -> Normalize). Its vectors match
+sentence-transformers' to float32 rounding (tests/test_minilm.py), so an index built by one is
+searched by the other.
+
+Only plain BERT encoders with mean pooling are handled; `supports()` says whether a model
+folder is one, and the Embedder falls back to sentence-transformers when it is not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Sort-by-length batches of this many texts: little padding, matrices big enough for BLAS.
+BATCH = 32
+
+
+def supports(path: Path) -> bool:
+    """A BERT model folder whose sentence pipeline is mean pooling, optionally normalised."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling = {}
+        for m in modules:
+            if m["type"].endswith("Pooling"):
+                pooling = json.loads((path / m["path"] / "config.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return False
+    return (cfg.get("model_type") == "bert" and cfg.get("hidden_act") == "gelu"
+            and cfg.get("position_embedding_type", "absolute") == "absolute"
+            and (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+            and kinds in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
+            and pooling.get("pooling_mode_mean_tokens") is True
+            and not any(pooling.get(k) for k in ("pooling_mode_cls_token",
+                                                 "pooling_mode_max_tokens",
+                                                 "pooling_mode_mean_sqrt_len_tokens")))
+
+
+class MiniLM:
+    def __init__(self, path: Path, max_seq_length: int = 256):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        cfg = json.loads((path / "config.json").read_text())
+        modules = json.loads((path / "modules.json").read_text())
+        self.normalize = any(m["type"].endswith("Normalize") for m in modules)
+        self.heads = int(cfg["num_attention_heads"])
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self.max_len = min(int(max_seq_length), int(cfg["max_position_embeddings"]))
+        w = load_file(str(path / "model.safetensors"))
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
+        w = {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
+        self.word = w["embeddings.word_embeddings.weight"]
+        self.position = w["embeddings.position_embeddings.weight"]
+        self.type0 = w["embeddings.token_type_embeddings.weight"][0]
+        self.emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        self.layers = []
+        for i in range(int(cfg["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+
+            def g(name, p=p):
+                return w[p + name]
+
+            # q, k, v as one (hidden, 3*hidden) matrix: one matmul instead of three
+            qkv = np.concatenate([g("attention.self.query.weight"),
+                                  g("attention.self.key.weight"),
+                                  g("attention.self.value.weight")]).T.copy()
+            qkv_b = np.concatenate([g("attention.self.query.bias"),
+                                    g("attention.self.key.bias"),
+                                    g("attention.self.value.bias")])
+            self.layers.append((
+                qkv, qkv_b,
+                g("attention.output.dense.weight").T.copy(), g("attention.output.dense.bias"),
+                g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias"),
+                g("intermediate.dense.weight").T.copy(), g("intermediate.dense.bias"),
+                g("output.dense.weight").T.copy(), g("output.dense.bias"),
+                g("output.LayerNorm.weight"), g("output.LayerNorm.bias")))
+        self.dimension = int(cfg["hidden_size"])
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tok.no_padding()
+        tok.enable_truncation(self.max_len)
+        self.tokenizer = tok
+
+    def encode(self, texts: Sequence[str], batch_size: int = BATCH) -> np.ndarray:
+        """Float32 sentence vectors, one row per text, unit length when the model normalises."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not len(texts):
+            return out
+        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            out[rows] = self._forward([ids[i] for i in rows])
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        n, length = len(batch), max(len(x) for x in batch)
+        ids = np.zeros((n, length), dtype=np.int64)  # [PAD] is id 0 in BERT vocabularies
+        mask = np.zeros((n, length), dtype=np.float32)
+        for i, x in enumerate(batch):
+            ids[i, :len(x)] = x
+            mask[i, :len(x)] = 1.0
+        h = self.word[ids] + self.position[:length] + self.type0
+        h = _layer_norm(h, *self.emb_ln, self.eps)
+        heads, d = self.heads, h.shape[-1] // self.heads
+        # masked keys get float32's most negative value, as transformers does
+        bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
+        scale = np.float32(1.0 / np.sqrt(d))
+        for (qkv, qkv_b, o_w, o_b, ln1_w, ln1_b, i_w, i_b, f_w, f_b, ln2_w, ln2_b) in self.layers:
+            x = h.reshape(n * length, -1)
+            # contiguous per-head blocks: numpy's stacked matmul only reaches BLAS on those
+            qkv_h = np.ascontiguousarray(
+                (x @ qkv + qkv_b).reshape(n, length, 3, heads, d).transpose(2, 0, 3, 1, 4))
+            q, v = qkv_h[0] * scale, qkv_h[2]
+            k_t = np.ascontiguousarray(qkv_h[1].transpose(0, 1, 3, 2))
+            scores = q @ k_t
+            scores += bias
+            scores -= scores.max(-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, -1)
+            x = _layer_norm(x + ctx @ o_w + o_b, ln1_w, ln1_b, self.eps)
+            inner = _gelu(x @ i_w + i_b)
+            h = _layer_norm(x + inner @ f_w + f_b, ln2_w, ln2_b, self.eps).reshape(n, length, -1)
+        pooled = (h * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        if self.normalize:
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return pooled.astype(np.float32, copy=False)
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(-1, keepdims=True)
+    return centred / np.sqrt(var + eps) * weight + bias
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU, as BERT's "gelu"; erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7),
+    which keeps scipy out of the import."""
+    z = np.abs(x) * np.float32(1 / np.sqrt(2))
+    t = 1.0 / (1.0 + np.float32(0.3275911) * z)
+    poly = t * (np.float32(0.254829592) + t * (np.float32(-0.284496736) + t * (
+        np.float32(1.421413741) + t * (np.float32(-1.453152027) + t * np.float32(1.061405429)))))
+    erf_abs = 1.0 - poly * np.exp(-z * z)
+    erf = np.where(x >= 0, erf_abs, -erf_abs)
+    return np.float32(0.5) * x * (1.0 + erf)

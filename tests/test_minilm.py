@@ -1,0 +1,81 @@
+"""The numpy encoder gives sentence-transformers' vectors, so questions can be embedded
+without importing torch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rag.config import Settings
+from rag.minilm import MiniLM, supports
+from rag.registry import resolve_embedding
+
+from .conftest import SEEDS
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    return resolve_embedding("all-minilm-l6-v2", Settings.from_env()).path
+
+
+def _texts() -> list[str]:
+    seed = sorted(SEEDS.glob("*.txt"))[0].read_text(encoding="utf-8")
+    words = seed.split()
+    return [
+        "How many North Korean personnel have been deployed to Russia?",
+        "x", "", "   ", "ÜBER naïve café — 東京 🚀 ½ ﬁ",
+        "Numbers: 15,000 troops; $3.2bn; 1998-2001; 42%.",
+        " ".join(words[:40]),
+        " ".join(words[:300]),  # past the 256-token limit: truncated like sentence-transformers
+        " ".join(words[:180]),
+        "The the the the " * 70,
+    ]
+
+
+def test_supports_the_bundled_model(model_path, tmp_path):
+    assert supports(model_path)
+    assert not supports(tmp_path)
+
+
+def test_vectors_match_sentence_transformers(model_path):
+    from sentence_transformers import SentenceTransformer
+
+    texts = _texts()
+    st = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+    st.max_seq_length = 256
+    ref = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    mine = MiniLM(model_path, 256).encode(texts)
+    assert mine.shape == ref.shape == (len(texts), 384)
+    assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+    cos = (mine * ref).sum(axis=1)
+    assert cos.min() >= 0.9999, cos
+    # order and batching do not change a text's vector
+    again = MiniLM(model_path, 256).encode(texts[::-1], batch_size=3)[::-1]
+    assert np.allclose(again, mine, atol=1e-5)
+
+
+def test_embedder_picks_numpy_for_a_question_until_torch_is_loaded(model_path):
+    from rag.embedder import NUMPY_MAX_TEXTS, Embedder
+
+    spec = resolve_embedding("all-minilm-l6-v2", Settings.from_env())
+    e = Embedder(spec)
+    assert e.engine_for(1) == "numpy"
+    assert e.engine_for(NUMPY_MAX_TEXTS + 1) == "torch"
+    assert e.engine_for(3, bulk=True) == "torch"
+    q = e.embed(["Who was deployed?"])
+    bulk = e.embed(["Who was deployed?"], bulk=True)
+    assert e.engine_for(1) == "torch"  # loaded now: no reason to keep two engines busy
+    assert float(q[0] @ bulk[0]) >= 0.9999
+
+
+def test_ask_imports_neither_torch_nor_sentence_transformers(seed_settings):
+    code = ("import sys; from typer.testing import CliRunner; from rag.cli import app; "
+            f"r = CliRunner().invoke(app, ['ask', 'Who signed the treaty?', '--json', "
+            f"'--index', {str(seed_settings.index_dir)!r}]); "
+            "assert r.exit_code == 0, r.output; "
+            "print([m for m in ('torch', 'sentence_transformers', 'transformers', 'sklearn') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
