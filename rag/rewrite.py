@@ -66,7 +66,7 @@ def _key(word: str) -> str:
 
 def content_keys(text: str) -> set[str]:
     return {_key(w) for w in _words(text) if w.lower() not in STOPWORDS and
-            w.lower() not in ANAPHORA and w.lower() not in _AUX}
+            w.lower() not in ANAPHORA and w.lower() not in _AUX and w.lower() != "about"}
 
 
 def strip_connector(question: str) -> str:
