@@ -3,7 +3,8 @@
 Two engines run the same weights to the same vectors (float32 rounding apart):
 - a numpy forward pass (rag/minilm.py) for the few texts of a question: importing torch and
   sentence-transformers costs about 5 s, more than answering the question;
-- sentence-transformers (torch) for bulk embedding (ingest, long lists), once it is loaded.
+- sentence-transformers (torch) for bulk embedding (ingest, long lists), once it is loaded,
+  in bfloat16 where the CPU computes it natively (twice as fast; cosine >= 0.9999 to float32).
 
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking
 and `rag --help` never pay for importing torch.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 
@@ -96,6 +98,16 @@ class Embedder:
 
         return supports(self.path)
 
+    @cached_property
+    def bf16(self) -> bool:
+        """Bulk embedding computes in bfloat16 where the CPU does so natively (AVX512-BF16 or
+        AMX): twice the chunks per second here, vectors within cosine 0.9999 of float32.
+        RAG_EMBED_BF16=0 turns it off, =1 forces it."""
+        forced = os.environ.get("RAG_EMBED_BF16")
+        if forced in ("0", "1"):
+            return forced == "1"
+        return cpu_has_bf16()
+
     def engine_for(self, n_texts: int, bulk: bool = False) -> str:
         """"numpy" or "torch": numpy for a few texts while torch is not loaded yet."""
         if bulk or "_model" in self.__dict__ or n_texts > NUMPY_MAX_TEXTS:
@@ -113,14 +125,40 @@ class Embedder:
         # longest first, as sentence-transformers orders one call: batches of like lengths
         # carry little padding, whichever slice of the list this call is given
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        model = self._model
         for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]
-            out[rows] = self._model.encode(
-                [texts[j] for j in rows], batch_size=batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False)
+            with self._precision():
+                vecs = model.encode([texts[j] for j in rows], batch_size=batch_size,
+                                    normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False)
+            out[rows] = vecs
             if progress:
                 progress(len(rows))
+        if self.bf16:  # renormalise in float32: bfloat16 leaves the norm off by ~1e-3
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+    def _precision(self):
+        import contextlib
+
+        import torch
+
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

@@ -410,7 +410,7 @@ def index_kind(n_vectors: int) -> str:
 
 
 def ivf_lists(n_vectors: int) -> int:
-    """Inverted lists: ~4 sqrt(n) (a power of two), with >= 64 training vectors per list."""
+    """Inverted lists: ~4 sqrt(n) (a power of two), with >= 64 vectors per list."""
     lists = 1 << max(4, int(round(np.log2(4 * np.sqrt(max(n_vectors, 1))))))
     return max(16, min(lists, n_vectors // 64))
 
@@ -439,7 +439,7 @@ def build_index(dim: int, n_vectors: int,
                                         faiss.METRIC_INNER_PRODUCT)
     ivf.cp.niter = 10  # k-means converges enough for search; 25 (default) triples the build
     rng = np.random.default_rng(0)
-    train_n = min(n_vectors, 64 * lists)
+    train_n = min(n_vectors, 48 * lists)  # faiss asks for >= 39 a list
     take = np.sort(rng.choice(n_vectors, train_n, replace=False))
     queries_at = np.sort(rng.choice(n_vectors, min(TUNE_QUERIES, n_vectors), replace=False))
     train, queries = [], []
