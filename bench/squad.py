@@ -70,8 +70,9 @@ def retrieval(settings: Settings, qs, ks=(1, 5, 10)) -> dict:
 
     store, embedder = open_store(settings)
     out = {}
-    for mode in ("dense", "lexical", "hybrid"):
-        r = Retriever(store, embedder, mode)
+    for name, mode, fusion in (("dense", "dense", "zscore"), ("lexical", "lexical", "zscore"),
+                               ("hybrid_rrf", "hybrid", "rrf"), ("hybrid", "hybrid", "zscore")):
+        r = Retriever(store, embedder, mode, fusion)
         ranks = []
         t0 = time.perf_counter()
         for q in qs:
@@ -87,7 +88,7 @@ def retrieval(settings: Settings, qs, ks=(1, 5, 10)) -> dict:
                for k in ks}
         res["MRR@10"] = round(sum(1 / x for x in ranks if x and x <= 10) / len(ranks), 4)
         res["ms_per_query"] = round(1000 * dt / len(qs), 2)
-        out[mode] = res
+        out[name] = res
     store.close()
     return out
 
@@ -158,10 +159,18 @@ def main() -> None:
     p.add_argument("--no-naive", action="store_true")
     p.add_argument("--rows", type=Path, default=None, help="write per-question rows here")
     p.add_argument("--save", action="store_true", help="record in bench/results_squad.json")
+    p.add_argument("--chunk-tokens", type=int, default=None,
+                   help="chunk size for the index (default: the tool's own)")
     args = p.parse_args()
-    settings = Settings.from_env(index_dir=WORK / "index", model=args.model)
+    settings = Settings.from_env(model=args.model)
+    if args.chunk_tokens and args.chunk_tokens != settings.chunk_tokens:
+        settings = settings.with_(chunk_tokens=args.chunk_tokens)
+        index_dir = WORK / f"index{args.chunk_tokens}"
+    else:
+        index_dir = WORK / "index"
+    settings = settings.with_(index_dir=index_dir)
     paragraphs, questions = load_squad()
-    if args.what == "prepare" or not (WORK / "index" / "rag.sqlite").exists():
+    if args.what == "prepare" or not (index_dir / "rag.sqlite").exists():
         info = prepare(settings, paragraphs)
         print(json.dumps(info))
         if args.save:

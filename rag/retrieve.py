@@ -1,6 +1,12 @@
-"""Question -> ranked Hits: dense (FAISS) and lexical (SQLite FTS5 BM25) fused by reciprocal
-rank, then near-duplicates collapsed so that one sentence repeated by three outlets takes one
-slot and records the other sources that carry it."""
+"""Question -> ranked Hits: dense (FAISS) and lexical (SQLite FTS5 BM25) fused, then
+near-duplicates collapsed so that one sentence repeated by three outlets takes one slot and
+records the other sources that carry it.
+
+Fusion is a weighted sum of each list's scores standardised within the list (z-scores; a
+passage one list did not return gets that list's lowest). Measured on SQuAD v1.1 dev, 500
+even-numbered questions (the tuning half; bench/squad.py), recall@5 by paragraph: dense 0.876,
+BM25 0.888, reciprocal rank fusion (k=60) 0.914, z-score fusion with dense weight 0.6 0.950.
+Weights 0.5 and 0.7 gave 0.944 and 0.940; RRF stays available as fusion="rrf"."""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from rag.store import Store
 from rag.types import Hit
 
 RRF_K = 60
+DENSE_WEIGHT = 0.6
+FUSIONS = ("zscore", "rrf")
 DUPLICATE_COSINE = 0.92
 MODES = ("hybrid", "dense", "lexical")
 
@@ -29,12 +37,16 @@ def lexical_query(text: str) -> str:
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder: Embedder, mode: str = "hybrid"):
+    def __init__(self, store: Store, embedder: Embedder, mode: str = "hybrid",
+                 fusion: str = "zscore"):
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}")
         self.store = store
         self.embedder = embedder
         self.mode = mode
+        self.fusion = fusion
 
     def search(self, query: str, k: int = 5, pool: int = 50,
                collapse: bool = True) -> list[Hit]:
@@ -43,23 +55,20 @@ class Retriever:
             return []
         qvec = self.embedder.embed([query])[0]
         pool = min(max(pool, k * 4), index.ntotal)
-        dense: list[int] = []
+        dense: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "dense"):
-            _, ids = index.search(qvec[None, :], pool)
-            dense = [int(i) for i in ids[0] if i >= 0]
-        lexical: list[int] = []
+            scores, ids = index.search(qvec[None, :], pool)
+            dense = [(int(i), float(d)) for i, d in zip(ids[0], scores[0]) if i >= 0]
+        lexical: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "lexical"):
-            lexical = [r for r, _ in self.store.lexical_search(lexical_query(query), pool)]
-        fused: dict[int, float] = {}
-        for ranking in (dense, lexical):
-            for rank, rowid in enumerate(ranking):
-                fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            lexical = self.store.lexical_search(lexical_query(query), pool)
+        fused = fuse(dense, lexical, self.fusion)
         order = sorted(fused, key=lambda r: (-fused[r], r))
         chunks = self.store.chunks_by_rowid(order)
         vectors = self.store.vectors(order)
         sims = vectors @ qvec
-        dense_rank = {r: i + 1 for i, r in enumerate(dense)}
-        lexical_rank = {r: i + 1 for i, r in enumerate(lexical)}
+        dense_rank = {r: i + 1 for i, (r, _) in enumerate(dense)}
+        lexical_rank = {r: i + 1 for i, (r, _) in enumerate(lexical)}
         hits: list[Hit] = []
         kept_vectors: list[np.ndarray] = []
         for j, rowid in enumerate(order):
@@ -80,3 +89,26 @@ class Retriever:
             if len(hits) >= k:
                 break
         return [replace(h, rank=i + 1) for i, h in enumerate(hits)]
+
+
+def fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]],
+         fusion: str = "zscore") -> dict[int, float]:
+    """rowid -> fused score, from (rowid, score) lists each ordered best first."""
+    fused: dict[int, float] = {}
+    if fusion == "rrf":
+        for ranking in (dense, lexical):
+            for rank, (rowid, _) in enumerate(ranking):
+                fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        return fused
+    lists = [(w, ranking) for w, ranking in ((DENSE_WEIGHT, dense), (1 - DENSE_WEIGHT, lexical))
+             if ranking]
+    if len(lists) == 1:  # one list: its own order
+        return {rowid: score for rowid, score in lists[0][1]}
+    standardised = []
+    for weight, ranking in lists:
+        values = np.array([score for _, score in ranking], dtype=np.float64)
+        z = (values - values.mean()) / (values.std() or 1.0)
+        standardised.append((weight, dict(zip((r for r, _ in ranking), z)), float(z.min())))
+    for rowid in {r for _, scores, _ in standardised for r in scores}:
+        fused[rowid] = sum(w * scores.get(rowid, lowest) for w, scores, lowest in standardised)
+    return fused
