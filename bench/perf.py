@@ -269,7 +269,8 @@ def step_ingest(runs: int, threads: int) -> dict:
         for precision in ("fp32", "bf16"):
             r = rss_child([PY, __file__, "_encode", str(texts_file), str(threads), precision],
                           env=env)
-            bare[precision] = {**json.loads(r["stdout"]), "process_s": r["wall_s"]}
+            bare[precision] = {**json.loads(r["stdout"]), "process_s": r["wall_s"],
+                               "cpu_s": r["cpu_s"]}
         pairs.append({"rag_s": rag["wall_s"], "rag_rss": rag["peak_rss_mib"],
                       "rag_cpu_s": rag["cpu_s"],
                       "bare": bare, "load": load()})
@@ -291,6 +292,12 @@ def step_ingest(runs: int, threads: int) -> dict:
     out["bare_encode_s"] = out[f"bare_encode_{same}_s"]
     out["ratio_rag_over_bare_process"] = stats(
         [p["rag_s"] / p["bare"][same]["process_s"] for p in pairs])
+    # CPU seconds are what each side needed, whatever the other users of the machine left it:
+    # the overhead figure that the load of the moment does not distort
+    out["rag_cpu_s"] = stats([p["rag_cpu_s"] for p in pairs], 1)
+    out["bare_process_cpu_s"] = stats([p["bare"][same]["cpu_s"] for p in pairs], 1)
+    out["ratio_rag_over_bare_process_cpu"] = stats(
+        [p["rag_cpu_s"] / p["bare"][same]["cpu_s"] for p in pairs])
     out["chunks_per_s"] = stats([n_chunks / p["rag_s"] for p in pairs], 1)
     out["tokens_per_s"] = stats([n_tokens / p["rag_s"] for p in pairs], 0)
     out["peak_rss_mib"] = stats([p["rag_rss"] for p in pairs], 1)
@@ -538,11 +545,12 @@ def search_child(index: str, runs: int) -> None:
     for _ in range(runs):
         lat, e_lat, d_lat = [], [], []
         for q in qs:
+            embedder._memo.clear()  # each question embedded afresh, as a new question is
             t = time.perf_counter()
             r.search(q, k=5)
             lat.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            v = embedder.embed([q])
+            v = embedder._embed([q])
             e_lat.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             index_obj.search(v, 50)
@@ -690,6 +698,10 @@ def markdown(r: dict) -> str:
             "", None, "×")
         add("ratio rag ingest / bare encode process (imports + load)",
             ing["ratio_rag_over_bare_process"], "", None, "×")
+        if "ratio_rag_over_bare_process_cpu" in ing:
+            add("ratio of CPU seconds, rag ingest / bare encode process",
+                ing["ratio_rag_over_bare_process_cpu"], "≤ 1.10",
+                ing["ratio_rag_over_bare_process_cpu"]["median"] <= 1.10, "×")
         add("ingest peak RSS MiB", ing["peak_rss_mib"], "", None, "", 0)
     ret = r.get("retrieval")
     if ret:
@@ -734,10 +746,10 @@ def markdown(r: dict) -> str:
     st = r.get("startup")
     if st:
         add("`rag --help` s", st["help_s"], "≤ 0.3 s", st["help_s"]["median"] <= 0.3, " s")
-        add("`rag --help` CPU s (user + system)", st["help_cpu_s"], "", None, " s")
+        add("`rag --help` CPU s (user + system)", st.get("help_cpu_s"), "", None, " s")
         add("cold `rag ask` on seeds s (separate processes)", st["cold_ask_s"], "≤ 8 s",
             st["cold_ask_s"]["median"] <= 8, " s")
-        add("cold `rag ask` CPU s (user + system)", st["cold_ask_cpu_s"], "", None, " s")
+        add("cold `rag ask` CPU s (user + system)", st.get("cold_ask_cpu_s"), "", None, " s")
         add("warm ask (next question, same process) s", st["warm_ask_s"], "≤ 3 s",
             st["warm_ask_s"]["median"] <= 3, " s")
         add("cold ask peak RSS MiB", st["cold_ask_peak_rss_mib"], "", None, "", 0)

@@ -298,16 +298,10 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
 
 
 def _eval_progress():
-    if not sys.stderr.isatty():
+    bar = _progress_printer()
+    if bar is None:
         return None
-
-    def show(done: int, total: int) -> None:
-        sys.stderr.write(f"\r  eval {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+    return lambda done, total: bar("eval", done, total)
 
 
 @app.command()

@@ -95,3 +95,18 @@ def test_ask_imports_neither_torch_nor_sentence_transformers(seed_settings):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_recent_texts_are_not_embedded_twice():
+    from rag.embedder import Embedder
+
+    e = Embedder(resolve_embedding("all-minilm-l6-v2", Settings.from_env()))
+    first = e.embed(["Who signed the treaty?", "The treaty was signed in May."])
+
+    def refuse(*_a, **_k):
+        raise AssertionError("embedded again")
+
+    e._embed = refuse
+    again = e.embed(["The treaty was signed in May.", "Who signed the treaty?"])
+    assert np.array_equal(again, first[::-1])
+    assert e.embed([]).shape == (0, 384)
