@@ -92,19 +92,24 @@ def answer_kind(question: str) -> str:
     q = question.lower().strip()
     if re.match(r"(how (many|much)|what (number|percentage|amount))\b", q):
         return "number"
-    if re.match(r"(when|what (year|date|day|month|time)|in what year|which year)\b", q):
+    if re.match(r"(when|(what|which) (year|date|day|month|time)|(in|on|by) (what|which) "
+                r"(year|date|day|month|time))\b", q):
         return "time"
     if re.match(r"(who|whom|whose)\b", q):
         return "person"
+    if re.match(r"(is|are|was|were|did|does|do|has|have|had|can|could|will|would|should)\b", q):
+        return "yesno"
     return "other"
 
 
 def fits_kind(span: str, kind: str) -> bool:
     s = span.lower()
     if kind == "number":
-        return re.search(r"\b" + _NUMBER_WORDS, s) is not None or re.search(r"\d", s) is not None
+        return re.search(r"\b" + _NUMBER_WORDS + r"s?\b", s) is not None or \
+            re.search(r"\d", s) is not None
     if kind == "time":
-        return re.search(r"\d", s) is not None or re.search(r"\b" + _MONTHS, s) is not None
+        return re.search(r"\d", s) is not None or \
+            re.search(r"\b" + _MONTHS + r"\b", s) is not None
     if kind == "person":
         return re.search(r"\b[A-Z][a-z]+", span) is not None or \
             re.search(r"\b(officials?|leaders?|president|minister|government|media|"
@@ -121,9 +126,11 @@ def adds_information(span: str, question: str) -> bool:
 
 # The model may say at most a dozen words, on one line, with no citation markers of its own:
 # it phrases, and the pipeline decides what is cited.
+# A word is at most 24 characters and holds a comma only between digit groups ("15,000"): when
+# the dozen words run out, a small model otherwise glues the rest of its sentence into one word.
 SHORT_ANSWER_GRAMMAR = r"""
 root ::= word (" " word){0,11}
-word ::= [^ \t\n\r\[\]]+
+word ::= [^ \t\n\r\[\],] [^ \t\n\r\[\],]{0,23} ("," [0-9] [0-9] [0-9])* ","?
 """
 
 _WORD = re.compile(r"[$£€]?\w(?:[\w'’\-.,%/:]*\w)?%?")
@@ -132,12 +139,25 @@ SPAN_STOPWORDS = STOPWORDS | {"also", "its", "his", "her", "which", "while", "no
                               "said", "says", "according", "both", "such", "than", "as"}
 
 
+def _norm(word: str) -> str:
+    return _stem(_POSSESSIVE.sub("", word.lower()).strip("'’"))
+
+
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
 def _norm_words(text: str) -> list[str]:
-    return [_stem(m.group().lower().strip("'’")) for m in _WORD.finditer(text)]
+    return [_norm(m.group()) for m in _WORD.finditer(text)]
 
 
 def align(answer: str, question: str, sentence: str, kind: str,
           max_words: int = 10) -> tuple[int, int] | None:
+    found = alignment(answer, question, sentence, kind, max_words)
+    return None if found is None else found[1:]
+
+
+def alignment(answer: str, question: str, sentence: str, kind: str,
+              max_words: int = 10) -> tuple[float, int, int] | None:
     """The run of words in `sentence` that best matches what the model answered, as character
     offsets; None when the model's answer is not supported by the sentence.
 
@@ -151,8 +171,7 @@ def align(answer: str, question: str, sentence: str, kind: str,
     said_set = set(said)
     # a figure is the answer's backbone: the span must give the figures the model gave, no other
     figures_said = {w for w in said if any(ch.isdigit() for ch in w)}
-    words = [(m.start(), m.end(), _stem(m.group().lower().strip("'’")))
-             for m in _WORD.finditer(sentence)]
+    words = [(m.start(), m.end(), _norm(m.group())) for m in _WORD.finditer(sentence)]
     best: tuple[float, int, int, int] | None = None
     for i in range(len(words)):
         if words[i][2] in SPAN_STOPWORDS or words[i][2] not in said_set:
@@ -179,8 +198,30 @@ def align(answer: str, question: str, sentence: str, kind: str,
                 best = key
     if best is None:
         return None
-    i = -best[2]
-    return words[i][0], words[best[3]][1]
+    return (best[0], *complete(sentence, words[-best[2]][0], words[best[3]][1]))
+
+
+# Words a phrase does not end on: "early next" is "early next year" cut short.
+_OPEN_ENDED = frozenset("""a an the of and or to in on for with by at from into than per this
+that these those next last early late mid its their his her our""".split())
+
+
+def complete(sentence: str, start: int, end: int, limit: int = 4) -> tuple[int, int]:
+    """(start, end) grown to the end of the phrase it cuts short: a name runs on while the next
+    word is capitalised ("Korean Central" -> "Korean Central News Agency"), and a phrase does
+    not end on an article, a preposition or words like "next" ("early next" -> "early next
+    year"). Only across plain spaces: never past punctuation, and at most `limit` words."""
+    for _ in range(limit):
+        m = re.match(r" ([\w’'\-]+)", sentence[end:])
+        if m is None:
+            break
+        last = sentence[start:end].split()[-1] if sentence[start:end].split() else ""
+        nxt = m.group(1)
+        name_runs_on = last[:1].isupper() and nxt[:1].isupper()
+        if not (name_runs_on or last.lower() in _OPEN_ENDED):
+            break
+        end += m.end()
+    return start, end
 
 
 _FIGURE = re.compile(r"(?:(?:about|roughly|around|over|nearly|almost|some|more than|at least|"

@@ -10,6 +10,9 @@ from rag import evidence as ev
     ("In what year was the armistice signed?", "time"),
     ("Who met Lee in Tokyo?", "person"),
     ("Where is Kursk?", "other"),
+    ("In which month did North Korea launch the missile?", "time"),
+    ("Was a peace treaty ever signed?", "yesno"),
+    ("Did Kim attend the ceremony?", "yesno"),
 ])
 def test_answer_kind(question, kind):
     assert ev.answer_kind(question) == kind
@@ -21,6 +24,9 @@ def test_fits_kind():
     assert not ev.fits_kind("the missiles", "number")
     assert ev.fits_kind("on Sunday", "time")
     assert not ev.fits_kind("in Tokyo", "time")
+    assert not ev.fits_kind("the latest test", "time")  # "late" is a word, not a prefix
+    assert not ev.fits_kind("someone often said", "number")
+    assert ev.fits_kind("hundreds of workers", "number")
     assert ev.fits_kind("Shigeru Ishiba", "person")
 
 
@@ -70,3 +76,35 @@ def test_best_figure_reads_the_clause_the_question_is_about():
     deployed = ev.best_figure("How many personnel were deployed to Russia?", SENTENCE, others)
     assert SENTENCE[deployed[0]:deployed[1]] == "about 15,000"
     assert ev.best_figure("How many?", "Only 3 of them came.", others) is None
+
+
+PHRASE_SENTENCE = ("North Korean leader Kim Jong Un oversaw the test, the Korean Central News "
+                   "Agency said, ahead of a gathering scheduled for early next year.")
+
+
+@pytest.mark.parametrize("cut,whole", [
+    ("Korean Central", "Korean Central News Agency"),  # a name runs on while capitalised
+    ("early next", "early next year"),  # a phrase does not end on "next"
+    ("Kim Jong", "Kim Jong Un"),
+    ("the test", "the test"),  # never past the comma
+    ("Agency", "Agency"),  # nothing to grow: "said" is neither
+])
+def test_complete_grows_a_phrase_cut_short(cut, whole):
+    start = PHRASE_SENTENCE.index(cut)
+    a, b = ev.complete(PHRASE_SENTENCE, start, start + len(cut))
+    assert (a, PHRASE_SENTENCE[a:b]) == (start, whole)
+
+
+def test_align_reads_possessives_as_their_word():
+    sentence = "The talks were led by Lee Jae Myung’s government in Tokyo."
+    span = ev.align("Lee Jae Myung", "Who led the talks?", sentence, "person")
+    assert span is not None and sentence[span[0]:span[1]] == "Lee Jae Myung’s"
+
+
+def test_short_answer_grammar_keeps_digit_groups_and_refuses_glued_words():
+    from llama_cpp import LlamaGrammar  # the grammar must compile in llama.cpp
+
+    LlamaGrammar.from_string(ev.SHORT_ANSWER_GRAMMAR, verbose=False)
+    word = ev.SHORT_ANSWER_GRAMMAR.split("word ::=")[1]
+    assert '"," [0-9] [0-9] [0-9]' in word  # "15,000" is one word
+    assert "{0,23}" in word  # at most 24 characters before any digit group

@@ -1,5 +1,5 @@
 from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, lexical_query
+from rag.retrieve import Retriever, fuse, lexical_query
 
 
 def test_lexical_query_quotes_content_words():
@@ -40,3 +40,19 @@ def test_near_duplicates_collapse_and_remember_their_sources(fresh_settings, tmp
     assert {hits[0].chunk.source, hits[0].also_in[0]} == {str(docs / "a.txt"),
                                                           str(docs / "b.txt")}
     store.close()
+
+
+def test_zscore_fusion_weighs_both_lists_and_gives_the_missing_their_lowest():
+    dense = [(1, 0.9), (2, 0.5), (3, 0.4)]
+    lexical = [(3, 12.0), (4, 3.0), (1, 2.0)]
+    fused = fuse(dense, lexical)
+    assert set(fused) == {1, 2, 3, 4}
+    order = sorted(fused, key=lambda r: -fused[r])
+    assert order[0] in (1, 3)  # first in one list, present in the other
+    assert fused[2] < fused[3]  # 2 is absent from BM25: scored there as its lowest
+    assert fuse(dense, []) == dict(dense)  # one list: its own scores
+
+
+def test_rrf_fusion_remains_available():
+    fused = fuse([(1, 0.9), (2, 0.5)], [(2, 7.0), (3, 1.0)], "rrf")
+    assert max(fused, key=fused.get) == 2
