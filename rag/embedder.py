@@ -93,8 +93,10 @@ class Embedder:
 
     @cached_property
     def _numpy_model(self):
-        from rag.minilm import MiniLM
+        from rag.minilm import MiniLM, set_blas_threads
 
+        if self.threads:
+            set_blas_threads(self.threads)
         return MiniLM(self.path, self.max_seq_length)
 
     @cached_property

@@ -45,6 +45,29 @@ def supports(path: Path) -> bool:
                                                  "pooling_mode_mean_sqrt_len_tokens")))
 
 
+def set_blas_threads(n: int) -> bool:
+    """Cap numpy's OpenBLAS at n threads (the cores free, rag.config.auto_threads): OpenBLAS
+    threads wait on each other at every product, so with a core taken by another process two
+    of them run slower than one. False when numpy's BLAS is not an OpenBLAS found here."""
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*.so*"))
+    for lib_path in libs:
+        try:
+            lib = ctypes.CDLL(lib_path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(int(n))
+                return True
+    return False
+
+
 class MiniLM:
     def __init__(self, path: Path, max_seq_length: int = 256):
         from safetensors.numpy import load_file
