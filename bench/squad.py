@@ -135,6 +135,49 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
     return res, rows
 
 
+def unseen_margin(answerer, question: str) -> float:
+    """The lowest closeness of an unseen question word to the retrieved words (1.0 when every
+    word is mentioned somewhere): the question abstains when this is below the threshold."""
+    from rag import evidence as ev
+
+    hits = answerer.retrieve(question)
+    closeness = ev.unseen_closeness(question, hits, answerer.embedder, answerer.store.mentions)
+    return min(closeness.values(), default=1.0)
+
+
+def abstention(settings: Settings, qs, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7)) -> dict:
+    """Calibration of the unseen-word abstention: on SQuAD every question is answerable, so
+    each abstention is a false one; on seeds/qa.jsonl the unanswerable pairs say how many are
+    caught. Retrieval and word embeddings only: no model."""
+    from rag.answer import Answerer
+
+    out: dict = {}
+    answerer = Answerer(settings)
+    margins = [unseen_margin(answerer, q["question"]) for q in qs]
+    answerer.close()
+    out["squad_false_abstention"] = {str(t): round(sum(m < t for m in margins) / len(qs), 4)
+                                     for t in thresholds}
+    seeds_index = WORK.parent / "seeds-index"
+    seed_settings = settings.with_(index_dir=seeds_index)
+    from rag.ingest import ingest
+
+    ingest([str(p) for p in sorted((ROOT / "seeds").glob("*.txt"))], seed_settings)
+    pairs = [json.loads(line) for line in (ROOT / "seeds" / "qa.jsonl").read_text().splitlines()
+             if line.strip()]
+    answerer = Answerer(seed_settings)
+    seed_margins = [(p["unanswerable"], unseen_margin(answerer, p["question"])) for p in pairs]
+    answerer.close()
+    n_un = sum(u for u, _ in seed_margins)
+    n_an = len(seed_margins) - n_un
+    out["seeds_abstained_unanswerable"] = {
+        str(t): round(sum(u and m < t for u, m in seed_margins) / n_un, 4) for t in thresholds}
+    out["seeds_false_abstention"] = {
+        str(t): round(sum((not u) and m < t for u, m in seed_margins) / n_an, 4)
+        for t in thresholds}
+    out["n_squad"] = len(qs)
+    return out
+
+
 def naive_answer(answerer, question: str) -> str:
     """The baseline: the same model, the top 5 passages, a plain prompt, free text."""
     hits = answerer.retrieve(question, 5)
@@ -152,7 +195,7 @@ def save(section: str, value) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["prepare", "retrieval", "answers"])
+    p.add_argument("what", choices=["prepare", "retrieval", "answers", "abstention"])
     p.add_argument("--split", choices=["even", "odd"], default="even")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--model", default=None)
@@ -181,6 +224,11 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         if args.save:
             save(f"retrieval_{args.split}", res)
+    elif args.what == "abstention":
+        res = {"split": args.split, **abstention(settings, qs)}
+        print(json.dumps(res, indent=2))
+        if args.save:
+            save(f"abstention_{args.split}", res)
     elif args.what == "answers":
         res, rows = answers(settings, qs, naive=not args.no_naive)
         res["split"] = args.split

@@ -39,6 +39,8 @@ class Thresholds:
     # Calibrated on seeds/qa.jsonl and SQuAD even-numbered questions (bench/squad.py).
     min_similarity: float = 0.30  # best evidence sentence vs question, cosine
     min_score: float = 0.45  # cosine + lexical overlap bonus
+    # a question word no passage mentions, and no retrieved word comes this close to
+    unseen_word_cosine: float = 0.60
     answer_tokens: int = 32
 
 
@@ -84,6 +86,13 @@ class Answerer:
         th = self.thresholds
         if best is None or best.similarity < th.min_similarity or best.score < th.min_score:
             verification["reason"] = "no passage is close enough to the question"
+            return self._abstain(question, hits, verification, t0, t1)
+        unseen = ev.unseen_words(question, hits, self.embedder, self.store.mentions,
+                                 th.unseen_word_cosine)
+        if unseen:
+            verification["unseen_words"] = unseen
+            verification["reason"] = ("no document mentions " +
+                                      ", ".join(f"“{w}”" for w in unseen))
             return self._abstain(question, hits, verification, t0, t1)
         fitting = [s for s in sentences if ev.fits_kind(s.text, kind)]
         if not fitting:
@@ -153,7 +162,10 @@ class Answerer:
 
     def _abstain(self, question: str, hits: list[Hit], verification: dict,
                  t0: float, t1: float) -> Answer:
-        return Answer(question=question, answer=ABSTAIN_TEXT, abstained=True, citations=(),
+        text = ABSTAIN_TEXT
+        if "unseen_words" in verification:  # the reason is worth saying in words
+            text = f"{ABSTAIN_TEXT[:-1]}: {verification['reason']}."
+        return Answer(question=question, answer=text, abstained=True, citations=(),
                       hits=tuple(hits), timings=_timings(t0, t1, time.perf_counter()),
                       method="abstained", verification=verification)
 

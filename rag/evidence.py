@@ -4,6 +4,7 @@ answer must pass against them. The model only ever chooses among these sentences
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,44 @@ def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[S
                                hit.also_in))
     ranked.sort(key=lambda s: -s.score)
     return ranked
+
+
+# -- what the documents never speak of -------------------------------------------------------
+
+# Words that shape a question rather than say what it is about: "How many ..." asks for a
+# figure whether or not a passage says "many"; "What is the name of ..." for a name.
+QUESTION_FRAME = frozenset("""many much kind kinds type types sort sorts name named called
+city town country place region year years month months day days date time times number
+figure amount percentage say said says tell else besides also one ones way happen happened
+""".split())
+
+
+def unseen_words(question: str, hits: list[Hit], embedder: Embedder,
+                 mentions: Callable[[str], bool], min_cosine: float) -> list[str]:
+    """The question's words that no indexed passage mentions, and that nothing in the
+    retrieved passages comes close to in meaning (best cosine between single-word embeddings
+    below min_cosine): "wounded" when the documents only count the dead. A question about
+    something the documents never speak of cannot be answered from them."""
+    closeness = unseen_closeness(question, hits, embedder, mentions)
+    return [w for w, best in closeness.items() if best < min_cosine]
+
+
+def unseen_closeness(question: str, hits: list[Hit], embedder: Embedder,
+                     mentions: Callable[[str], bool]) -> dict[str, float]:
+    """Each question word no indexed passage mentions -> the best cosine between it and a word
+    of the retrieved passages (0.0 when they hold no words)."""
+    words = [w for w in dict.fromkeys(re.findall(r"[a-z]+", question.lower()))
+             if w not in STOPWORDS and w not in QUESTION_FRAME and len(w) > 2]
+    absent = [w for w in words if not mentions(w)]
+    if not absent:
+        return {}
+    vocab = sorted({w for h in hits for w in re.findall(r"[a-z]+", h.chunk.text.lower())
+                    if w not in STOPWORDS and len(w) > 2})
+    if not vocab:
+        return dict.fromkeys(absent, 0.0)
+    vecs = embedder.embed(absent + vocab)
+    best = (vecs[len(absent):] @ vecs[:len(absent)].T).max(axis=0)  # vocab x absent
+    return {w: float(c) for w, c in zip(absent, best)}
 
 
 # -- the answer's shape, from the question ---------------------------------------------------

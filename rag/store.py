@@ -311,6 +311,15 @@ class Store:
             args = (source,)
         return [(r[0], Chunk(*r[1:])) for r in self.db.execute(q + " ORDER BY source, start", args)]
 
+    def mentions(self, word: str) -> bool:
+        """Whether any indexed passage holds `word` (as FTS5 reads it: case folded, stemmed)."""
+        word = word.replace('"', "")
+        if not word.strip():
+            return False
+        row = self.db.execute("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1",
+                              (f'"{word}"',)).fetchone()
+        return row is not None
+
     def lexical_search(self, match_expr: str, limit: int) -> list[tuple[int, float]]:
         """(rowid, bm25) best first; bm25() in SQLite is lower-is-better, so it is negated."""
         if not match_expr:

@@ -49,3 +49,34 @@ def test_models_load_once_per_process(answerer):
     llm = answerer.llm
     answerer.ask("Who did Lee Jae Myung meet in Tokyo?")
     assert answerer.llm is llm
+
+
+def test_a_question_about_what_no_document_mentions_abstains_and_says_why(answerer):
+    a = answerer.ask("How many North Korean soldiers have been wounded in the war in Ukraine?")
+    assert a.abstained and a.citations == ()
+    assert a.verification["unseen_words"] == ["wounded"]
+    assert "“wounded”" in a.answer
+
+
+def test_a_word_close_to_what_the_documents_say_does_not_abstain(answerer):
+    # no passage says "dead", but they speak of soldiers who died
+    a = answerer.ask("How many portraits of the dead soldiers were displayed at the ceremony?")
+    assert not a.abstained
+    assert "101" in a.answer
+
+
+def test_yes_no_questions_quote_the_passage(answerer):
+    a = answerer.ask("Was a peace treaty ever signed to end the Korean War?")
+    assert not a.abstained and a.method == "extractive"
+    assert "peace treaty" in a.answer
+    _check_citations(a)
+
+
+def test_store_mentions_reads_words_as_the_index_does(seed_settings):
+    from rag.ingest import open_store
+
+    store, _ = open_store(seed_settings)
+    assert store.mentions("Pyongyang") and store.mentions("missile")  # stemmed: "missiles"
+    assert not store.mentions("wounded")
+    assert not store.mentions('"') and not store.mentions("")
+    store.close()
