@@ -13,16 +13,21 @@ the follow-up turns (every turn after the first):
 Methods (the query searched / the question the answer is phrased and checked against):
   raw          the follow-up as typed, for both
   clean        a leading "And"/"So" removed, for both
-  rules        rules rewrite (subject + named entities carried) / the cleaned follow-up
-  rules-words  rules rewrite carrying every content word of the previous turn / cleaned
-  rules-joint  rules rewrite, for both
-  llm          the answer model's rewrite (prompts/rewrite.*) / the cleaned follow-up
+  rules-split  rules rewrite carrying the previous turn's subject and named entities / the
+               cleaned follow-up
+  rules-entities  as rules-split, and when that abstains, the rewrite for both
+  rules        rules rewrite carrying the previous turn's content words (at most 16, newest
+               first) / the cleaned follow-up, and the rewrite for both when that abstains:
+               what `rag chat` does
+  rules-joint  rules rewrite carrying subject and entities, for both
+  llm          the answer model's rewrite (prompts/rewrite.*), used as in rules
   llm-joint    the model's rewrite, for both
 
 Two corpora: the three seed articles alone, and the seeds among --distractors SQuAD dev
 paragraphs (from ../shared/data/squad, as bench/squad.py writes them under bench/work/squad/),
 where a query that lost its subject finds other documents.
-Writes bench/results_followups.json and bench/results_followups.md."""
+Writes bench/results_followups.json and bench/results_followups.md; with --methods, the
+methods named replace their earlier results and the others are kept."""
 
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ DIALOGUES = ROOT / "seeds" / "followups.jsonl"
 WORK = ROOT / "bench" / "work" / "followups"
 SQUAD_DOCS = ROOT / "bench" / "work" / "squad" / "docs"
 RESULTS = ROOT / "bench" / "results_followups.json"
-METHODS = ("raw", "clean", "rules", "rules-words", "rules-joint", "llm", "llm-joint")
+METHODS = ("raw", "clean", "rules-split", "rules-entities", "rules", "rules-joint", "llm",
+           "llm-joint")
 
 
 def load_dialogues(path: Path = DIALOGUES) -> list[dict]:
@@ -50,11 +56,11 @@ def load_dialogues(path: Path = DIALOGUES) -> list[dict]:
             if line.strip()]
 
 
-def corpus(name: str, distractors: int) -> Settings:
+def corpus(name: str, distractors: int, work: Path = WORK) -> Settings:
     """An index over the seed articles, with `distractors` SQuAD paragraphs or none."""
     from rag.ingest import ingest
 
-    docs = WORK / name / "docs"
+    docs = work / name / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     for f in sorted((ROOT / "seeds").glob("*.txt")):
         shutil.copy(f, docs / f.name)
@@ -65,7 +71,7 @@ def corpus(name: str, distractors: int) -> Settings:
                              "bench/squad.py retrieval once to write them")
         for f in paragraphs:
             shutil.copy(f, docs / f.name)
-    settings = Settings.from_env(index_dir=WORK / name / "index")
+    settings = Settings.from_env(index_dir=work / name / "index")
     ingest([str(docs)], settings)
     return settings
 
@@ -80,9 +86,21 @@ def turn_query(method: str, answerer, question: str, prev_query: str | None,
         clean = strip_connector(question)
         return Rewrite(clean, clean, "unchanged"), False
     if method.startswith("rules"):
-        carry = "words" if method == "rules-words" else "entities"
+        carry = "words" if method == "rules" else "entities"
         return rewrite_rules(question, prev_query, prev_answer, carry), method.endswith("joint")
     return rewrite_llm(answerer.llm, question, prev_query, prev_answer), method.endswith("joint")
+
+
+def answer_turn(answerer, rw, joint: bool, split_only: bool, k: int):
+    if joint:
+        return answerer.ask(rw.query, k)
+    if split_only:
+        answerer.search_query = rw.query if rw.rewritten else None
+        try:
+            return answerer.ask(rw.question, k)
+        finally:
+            answerer.search_query = None
+    return answerer.ask_turn(rw, k)
 
 
 def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int = 5) -> dict:
@@ -90,7 +108,7 @@ def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int =
     from rag.evaluate import contains_answer, source_matches
 
     answerer = ChatAnswerer(settings)
-    memo: dict[tuple[str, str, bool], object] = {}
+    memo: dict[tuple[str, str, bool, bool], object] = {}
     out: dict = {}
     for method in methods:
         rows = []
@@ -102,12 +120,10 @@ def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int =
                 rw, joint = turn_query(method, answerer, turn["question"], prev_query,
                                        prev_answer)
                 t_rewrite += time.perf_counter() - t0 if i else 0.0
-                key = (rw.question, rw.query, joint)
+                split_only = method.endswith("split")
+                key = (rw.question, rw.query, joint, split_only)
                 if key not in memo:
-                    if joint:
-                        memo[key] = answerer.ask(rw.query, k)
-                    else:
-                        memo[key] = answerer.ask_turn(rw, k)
+                    memo[key] = answer_turn(answerer, rw, joint, split_only, k)
                 a = memo[key]
                 answers = tuple(turn["answers"])
                 hits = a.hits[:k]
@@ -174,6 +190,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--distractors", type=int, default=500)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--work", type=Path, default=WORK,
+                    help="where the indexes are built (one per concurrent run)")
     args = ap.parse_args()
     methods = args.methods.split(",")
     dialogues = load_dialogues()
@@ -182,12 +200,22 @@ def main() -> None:
     results = {"dialogues": len(dialogues),
                "follow_ups": sum(len(d["turns"]) - 1 for d in dialogues),
                "model": default_llm_name(Settings.from_env()), "corpora": {}}
+    import subprocess
+
+    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                       capture_output=True, text=True).stdout.strip()
     corpora = [("seeds", 0)] + ([(f"seeds + {args.distractors} SQuAD paragraphs",
                                   args.distractors)] if args.distractors else [])
     for name, n in corpora:
         print(f"{name}:", file=sys.stderr)
-        settings = corpus("seeds" if not n else f"squad{n}", n)
+        settings = corpus("seeds" if not n else f"squad{n}", n, args.work)
         results["corpora"][name] = play(settings, dialogues, methods)
+    if RESULTS.exists() and set(methods) != set(METHODS):  # keep the other methods' results
+        earlier = json.loads(RESULTS.read_text(encoding="utf-8"))["corpora"]
+        for name, played in results["corpora"].items():
+            kept = earlier.get(name, {})
+            results["corpora"][name] = {m: played.get(m) or kept[m] for m in METHODS
+                                        if m in played or m in kept}
     RESULTS.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
                        encoding="utf-8")
     RESULTS.with_suffix(".md").write_text(markdown(results), encoding="utf-8")

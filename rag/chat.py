@@ -77,11 +77,17 @@ class ChatAnswerer(Answerer):
 
     def ask_turn(self, rewrite: Rewrite, k: int | None = None,
                  on_token: Callable[[str], None] | None = None) -> Answer:
+        """Search with the standalone query, answer the user's question; when no passage is
+        close enough to the bare question ("Who has been calling for them?"), answer the
+        standalone query itself."""
         self.search_query = rewrite.query if rewrite.rewritten else None
         try:
-            return self.ask(rewrite.question, k, on_token=on_token)
+            answer = self.ask(rewrite.question, k, on_token=on_token)
         finally:
             self.search_query = None
+        if answer.abstained and rewrite.rewritten:
+            answer = self.ask(rewrite.query, k, on_token=on_token)
+        return answer
 
 
 @dataclass

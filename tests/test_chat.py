@@ -76,10 +76,23 @@ def test_follow_up_carries_the_subject_and_keeps_the_new_words():
      "Vladimir Putin [1]", "Vladimir Putin"),
     ("What about the January launch?", "What kind of warhead was on the missile?", "", "warhead"),
 ])
-def test_entities_are_carried_over(question, previous, answer, carried):
-    rw = rewrite_rules(question, previous, answer)
+@pytest.mark.parametrize("carry", ["words", "entities"])
+def test_entities_are_carried_over(question, previous, answer, carried, carry):
+    rw = rewrite_rules(question, previous, answer, carry=carry)
     assert carried in rw.query
     assert content_keys(question) <= content_keys(rw.query)
+
+
+def test_a_long_chat_does_not_grow_the_query():
+    query, answer = Q1, "about 15,000 [1]"
+    for q in ["How many of them were killed?", "Where were they sent?", "Who sent them there?",
+              "When did they leave?", "What did they bring with them?"]:
+        rw = rewrite_rules(q, query, answer)
+        assert rw.rewritten and content_keys(q) <= content_keys(rw.query)
+        query, answer = rw.query, "Kim Jong Un ordered the deployment last autumn [1]"
+    carried = rw.query.split("? (", 1)[1]
+    assert len(carried.split()) <= 16
+    assert "Kim" in carried  # the newest turn's words are the ones kept
 
 
 @pytest.mark.parametrize("question", [
@@ -221,7 +234,7 @@ def test_ctrl_c_stops_the_answer_and_the_next_question_is_answered(seed_settings
     out = term.getvalue()
     assert "(stopped)" in out
     after = out.split("(stopped)", 1)[1]
-    assert "Ishiba [1]" in after and "Sources:" in after
+    assert re.search(r"Ishiba\W*\[1\]", after) and "Sources:" in after
     assert len(s.conversation.turns) == 1  # the stopped question left no turn
 
 
@@ -296,7 +309,7 @@ def test_a_person_in_a_terminal(seed_settings, tmp_path):
         t.wait(lambda s: s.rstrip().endswith(">") and ("(stopped)" in s or
                                                      s.count("Sources:") == 2))
         t.keys("Who did Lee Jae Myung meet in Tokyo?", "Enter")
-        screen = t.wait(lambda s: "Ishiba [1]" in s and s.rstrip().endswith(">"))
+        screen = t.wait(lambda s: re.search(r"Ishiba\W*\[1\]", s) and s.rstrip().endswith(">"))
         assert "(stopped)" in screen, "Ctrl-C came after the answer was written"
 
         t.keys("/quit", "Enter")
