@@ -80,3 +80,23 @@ def test_store_mentions_reads_words_as_the_index_does(seed_settings):
     assert not store.mentions("wounded")
     assert not store.mentions('"') and not store.mentions("")
     store.close()
+
+
+@pytest.mark.parametrize("question,needle", [
+    # "Beijing" and "relations" are rare among the candidates; "North Korea" is everywhere
+    ("How are North Korea's relations with Beijing described?", "strained"),
+    ("Which country did South Korea and Japan pledge to strengthen their trilateral "
+     "partnership with?", "United States"),
+])
+def test_rare_question_words_decide_the_evidence_sentence(answerer, question, needle):
+    from rag import evidence as ev
+
+    sentences = ev.rank_sentences(question, answerer.retrieve(question), answerer.embedder)
+    assert needle in sentences[0].text
+
+
+def test_irregular_verb_forms_count_as_mentioned(answerer):
+    # the documents say "held talks", never "hold"
+    a = answerer.ask("In which city did Lee Jae Myung hold talks with the Japanese prime "
+                     "minister?")
+    assert not a.abstained and "Tokyo" in a.answer
