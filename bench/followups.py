@@ -171,10 +171,14 @@ def markdown(results: dict) -> str:
     lines = ["# Follow-up questions: which query to search", "",
              f"{results['dialogues']} dialogues, {results['follow_ups']} follow-up turns "
              "(seeds/followups.jsonl), bundled models "
-             f"({results['model']}, all-MiniLM-L6-v2), k=5. `python bench/followups.py`.", ""]
+             f"({results['model']}, all-MiniLM-L6-v2), k=5, at commit "
+             f"{results.get('commit', '?')}. `python bench/followups.py`. The answer pipeline "
+             "under the methods keeps improving: compare methods within one run, not across "
+             "runs.", ""]
     for name, corp in results["corpora"].items():
-        lines += [f"## {name}", "", "| method | source R@5 | answer R@5 | accuracy | rewritten "
-                  "| rewrite s |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"## {name}", "", "| method | source R@5 | answer R@5 | accuracy | query "
+                  "differs from what was typed | rewrite s |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for method, r in corp.items():
             m = r["metrics"]
             lines.append(f"| {method} | {m['source_R@5']:.3f} | {m['answer_R@5']:.3f} | "
@@ -182,7 +186,8 @@ def markdown(results: dict) -> str:
                          f"{m['rewrite_s_per_follow_up']:.2f} |")
         lines.append("")
     lines += ["Method key: see the docstring of bench/followups.py. Accuracy counts an "
-              "abstention as right on the one unanswerable follow-up.", ""]
+              "abstention as right on the one unanswerable follow-up. `rules` is what "
+              "`rag chat` does; `llm` is `rag chat --rewrite llm`.", ""]
     return "\n".join(lines)
 
 

@@ -7,17 +7,17 @@ previous turn (its question, its answer, then what it had carried itself; at mos
 first). A question that stands alone is left as it is (a leading "And"/"So" aside), and no
 rewrite ever drops a word of the user's question.
 
-Rewriters compared by bench/followups.py on seeds/followups.jsonl (20 dialogues, 24 follow-up
-turns; bench/results_followups.md), on the seeds alone / among 500 SQuAD paragraphs:
+Measured by bench/followups.py on seeds/followups.jsonl (20 dialogues, 24 follow-up turns;
+bench/results_followups.md), on the seeds alone / among 500 SQuAD paragraphs:
 
-    follow-up query            source R@5      answer accuracy
-    as typed (raw)             1.000 / 0.826   0.500 / 0.375
-    rules, entities carried    1.000 / 1.000   0.500 / 0.542
-    rules, words carried       see bench/results_followups.md (the default)
-    SmolLM2 rewrite (llm)      1.000 / 0.826   0.500 / 0.458
+    follow-up searched as                 source R@5      answer accuracy
+    typed (no rewrite)                    1.000 / 0.826   0.583 / 0.542
+    + subject and names of previous turn  1.000 / 1.000   0.625 / 0.667
+    + words of the previous turn          1.000 / 1.000   0.667 / 0.750   (the default)
+    SmolLM2-135M rewrite (llm)            1.000 / 0.913   0.542 / 0.708
 
 The 135M model's rewrites are mostly invented text ("Shigeru Ishiba is a Japanese martial arts
-master..."), so `llm` is kept as an option, not the default.
+master...") and cost 4-8 s, so `llm` is an option, not the default.
 
 The query is for retrieval; the answer is phrased and checked against the user's own question
 (rag/chat.py), since the carried words would make the answer pick the previous turn's figure

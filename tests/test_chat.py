@@ -317,3 +317,25 @@ def test_a_person_in_a_terminal(seed_settings, tmp_path):
         assert "[rag exited 0]" in screen
     finally:
         t.close()
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_ctrl_d_at_the_prompt_leaves(seed_settings, tmp_path):
+    cmd = (f"XDG_CACHE_HOME={tmp_path / 'cache'} {BIN / 'rag'} chat --index "
+           f"{seed_settings.index_dir}; echo \"[rag exited $?]\"; sleep 120")
+    t = _Tmux(tmp_path, cmd)
+    try:
+        t.wait(lambda s: "/help lists the commands" in s and s.rstrip().endswith(">"))
+        t.keys("C-d")
+        assert "[rag exited 0]" in t.wait(lambda s: "[rag exited" in s)
+    finally:
+        t.close()
+
+
+def test_readme_names_every_chat_command():
+    from rag.chat import HELP
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Chatting", 1)[1].split("\n## ", 1)[0]
+    for command in re.findall(r"^\s+(/\w+)", HELP, re.M):
+        assert f"`{command}" in section, command
