@@ -208,7 +208,7 @@ def test_quit_ends_the_loop(session):
 
 
 class _InterruptingTerminal(io.StringIO):
-    """A terminal where the user presses Ctrl-C once the model's second word is shown."""
+    """A terminal where the user presses Ctrl-C as the model's first word is shown."""
 
     def __init__(self):
         super().__init__()
@@ -218,7 +218,7 @@ class _InterruptingTerminal(io.StringIO):
     def write(self, s: str) -> int:
         if self.armed and "\x1b[2m  " in self.getvalue() and "searching" not in s:
             self.pieces += 1
-            if self.pieces == 2:
+            if self.pieces == 1:
                 self.armed = False
                 raise KeyboardInterrupt
         return super().write(s)

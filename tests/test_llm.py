@@ -75,9 +75,9 @@ def test_truncated_gguf_is_refused_clearly(tmp_path):
 
 def test_streaming_hands_over_the_same_text_piece_by_piece(smollm):
     g = ev.SHORT_ANSWER_GRAMMAR
-    whole = smollm.generate("answer", _values("How many were deployed?"), 24, grammar=g)
+    whole = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
     pieces: list[str] = []
-    streamed = smollm.generate("answer", _values("How many were deployed?"), 24, grammar=g,
+    streamed = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g,
                                on_token=pieces.append)
     assert streamed.text == whole.text
     assert len(pieces) >= 2 and "".join(pieces).strip() == whole.text
@@ -88,16 +88,14 @@ def test_stream_stopped_midway_leaves_the_model_usable(smollm):
     class Stop(Exception):
         pass
 
-    def stop_at_second(piece, seen=[]):  # noqa: B006 - a counter across calls
-        seen.append(piece)
-        if len(seen) == 2:
-            raise Stop
+    def stop_at_first(piece):
+        raise Stop
 
     before = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
                              grammar=ev.SHORT_ANSWER_GRAMMAR)
     with pytest.raises(Stop):
         smollm.generate("answer", _values("How many were killed?"), 24,
-                        grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=stop_at_second)
+                        grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=stop_at_first)
     after = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
                             grammar=ev.SHORT_ANSWER_GRAMMAR)
     assert after.text == before.text and _short(after.text)
