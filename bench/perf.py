@@ -223,11 +223,12 @@ def import_profile() -> dict:
     for line in r["stderr"].splitlines():
         if not line.startswith("import time:") or "|" not in line:
             continue
-        _, cum, name = (x.strip() for x in line[len("import time:"):].split("|"))
+        _, cum, name = line[len("import time:"):].split("|")
+        cum = cum.strip()
         if not cum.isdigit():
             continue
-        if not name.startswith(" ") and name.count(" ") == 0:  # top-level imports only
-            top[name] = int(cum) // 1000
+        if name.startswith(" ") and not name.startswith("  "):  # top-level imports only
+            top[name.strip()] = int(cum) // 1000
     total = sum(top.values())
     return {"total_ms": total,
             **dict(sorted(top.items(), key=lambda kv: -kv[1])[:8])}
@@ -590,9 +591,10 @@ def generation_child(runs: int, threads: int) -> None:
     # tokens); the same rendered messages go to raw llama-cpp-python.
     pdir = WORK / "prompts"
     pdir.mkdir(parents=True, exist_ok=True)
-    (pdir / "retell.system.txt").write_text(
-        "Retell the text below in your own words, in detail, in at least ten sentences.\n")
-    (pdir / "retell.user.txt").write_text("Text: {passages}\n\nQuestion: {question}\n")
+    (pdir / "retell.system.txt").write_text("Write a long, detailed story.\n")
+    (pdir / "retell.user.txt").write_text(
+        "Text: {passages}\n\nTell a long story about what happens in this text, at least 300 "
+        "words. Begin with this question: {question}\n")
     settings = Settings.from_env(n_threads=threads, prompts_dir=pdir)
     spec = resolve_llm(None, settings)
     paragraphs, questions = load_squad()
@@ -799,7 +801,7 @@ def main() -> None:
         elif step == "retrieval":
             res = step_retrieval(args.runs, [int(s) for s in args.sizes.split(",")])
         elif step == "generation":
-            res = step_generation(max(args.runs, 5), args.threads)
+            res = step_generation(max(args.runs, 7), args.threads)
         else:
             raise SystemExit(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
         res["step_s"] = round(time.perf_counter() - t0, 1)
