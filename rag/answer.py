@@ -100,7 +100,12 @@ class Answerer:
             return self._abstain(question, hits, verification, t0, t1)
         chosen = fitting[0]
 
-        if kind == "yesno":
+        passage = next((h.chunk.text for h in hits if h.chunk.chunk_id == chosen.chunk_id), "")
+        if ev.reads_as_instructions(passage):
+            verification["replaced"] = ("the passage reads as instructions to a model: it is "
+                                        "quoted whole, never phrased")
+            text, method = chosen.text, "extractive"
+        elif kind == "yesno":
             # whether something happened is the passage's to say, in its own words
             verification["replaced"] = "a yes/no question is answered by quoting the passage"
             text, method = chosen.text, "extractive"
