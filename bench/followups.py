@@ -134,7 +134,10 @@ def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int =
                 rows.append({
                     "id": f"{d['id']}.{i + 1}", "follow_up": i > 0,
                     "question": turn["question"], "query": rw.query, "method": rw.method,
-                    "answer": a.answer, "correct": correct,
+                    # an answer quoted from a benchmark paragraph is benchmark data: not kept
+                    "answer": None if any(Path(c.source).name.startswith("p")
+                                          for c in a.citations) else a.answer,
+                    "correct": correct,
                     "source_hit": (not turn["unanswerable"]) and any(
                         source_matches(s, Path(h.chunk.source).name)
                         for h in hits for s in turn["sources"]),
