@@ -213,12 +213,12 @@ def adds_information(span: str, question: str) -> bool:
 
 # -- constrained generation and verification ------------------------------------------------
 
-# The model may say at most a dozen words, on one line, with no citation markers of its own:
+# The model may say at most 16 words, on one line, with no citation markers of its own:
 # it phrases, and the pipeline decides what is cited.
 # A word is at most 24 characters and holds a comma only between digit groups ("15,000"): when
-# the dozen words run out, a small model otherwise glues the rest of its sentence into one word.
+# the words run out, a small model otherwise glues the rest of its sentence into one word.
 SHORT_ANSWER_GRAMMAR = r"""
-root ::= word (" " word){0,11}
+root ::= word (" " word){0,15}
 word ::= [^ \t\n\r\[\],] [^ \t\n\r\[\],]{0,23} ("," [0-9] [0-9] [0-9])* ","?
 """
 

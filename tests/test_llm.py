@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from rag import evidence as ev
@@ -30,7 +32,9 @@ def test_smollm_uses_its_own_chat_template(smollm):
 
 
 def _short(text):
-    return 0 < len(text.split()) <= 12 and "\n" not in text and "[" not in text
+    # the grammar's own word limit: root ::= word (" " word){0,N} allows N + 1 words
+    limit = int(re.search(r"\{0,(\d+)\}", ev.SHORT_ANSWER_GRAMMAR).group(1)) + 1
+    return 0 < len(text.split()) <= limit and "\n" not in text and "[" not in text
 
 
 def test_grammar_keeps_the_answer_short(smollm):
