@@ -3,7 +3,7 @@
 Extractive by design: every point is a sentence quoted from a document, so it is supported by
 its citation by construction, and each is checked verbatim against the stored document before
 it is kept. (The bundled 135M/270M models were measured as writers on Multi-News, see
-bench/results_multinews.md: they score far below the extractive briefing and are not
+bench/results_briefing.md: they score far below the extractive briefing and are not
 faithful, so no model writes points.)
 
 Map, then merge, so time grows linearly with the corpus and memory stays bounded:
@@ -49,7 +49,7 @@ CLEARLY_SAME_COSINE = 0.85  # ...or in any case
 RELATED_COSINE = 0.5  # may concern the same thing: worth comparing details
 SAME_EVENT_COSINE = 0.7  # with shared content words: the same event, told differently
 MAX_CONFLICTS = 12
-# Sentence choice, tuned on the first half of the Multi-News sample (bench/multinews.py).
+# Sentence choice, tuned on the first half of the Multi-News sample (bench/briefing.py).
 LEAD_WEIGHT = 0.5
 SPECIFIC_WEIGHT = 2.0
 SUPPORT_WEIGHT = 1.0

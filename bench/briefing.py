@@ -10,11 +10,11 @@ written to a temporary folder and indexed, and three summaries are scored agains
   naive     the same generative model as `rag ask` given the articles in its prompt
             (prompts/naive.*), truncated so that prompt plus summary fit its n_ctx
 
-    .venv/bin/python -m bench.multinews            # all 100 clusters, ~1 hour on 2 cores
-    .venv/bin/python -m bench.multinews --limit 5 --systems briefing,lead3
+    .venv/bin/python -m bench.briefing            # all 100 clusters, ~1 hour on 2 cores
+    .venv/bin/python -m bench.briefing --limit 5 --systems briefing,lead3
 
-Writes bench/results_multinews.json (means and every cluster's scores) and
-bench/results_multinews.md (the table, with run time). Progress goes to standard error.
+Writes bench/results_briefing.json (means and every cluster's scores) and
+bench/results_briefing.md (the table, with run time). Progress goes to standard error.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class _Worker:
             t0 = time.perf_counter()
             info: dict = {}
             if system == "briefing":
-                with tempfile.TemporaryDirectory(prefix="rag-multinews-") as tmp:
+                with tempfile.TemporaryDirectory(prefix="rag-briefing-") as tmp:
                     summary, info = briefing(docs, self.settings, Path(tmp), self.max_points,
                                              self.max_words)
             elif system == "lead3":
@@ -260,8 +260,8 @@ def markdown(res: dict) -> str:
                   "| system | ROUGE-1 | ROUGE-2 | ROUGE-L |", "| --- | ---: | ---: | ---: |"]
         for s, m in res["second_half"].items():
             lines.append(f"| {s} | {m['rouge1']:.2f} | {m['rouge2']:.2f} | {m['rougeL']:.2f} |")
-    lines += ["", "Reproduce: `.venv/bin/python -m bench.multinews` (writes this file and "
-              "`results_multinews.json`, with every cluster's scores).", ""]
+    lines += ["", "Reproduce: `.venv/bin/python -m bench.briefing` (writes this file and "
+              "`results_briefing.json`, with every cluster's scores).", ""]
     return "\n".join(lines)
 
 
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save(res: dict) -> None:
-        (args.out / "results_multinews.json").write_text(json.dumps(res, indent=1) + "\n")
-        (args.out / "results_multinews.md").write_text(markdown(res))
+        (args.out / "results_briefing.json").write_text(json.dumps(res, indent=1) + "\n")
+        (args.out / "results_briefing.md").write_text(markdown(res))
 
     res = run(args.data, args.limit, systems, args.max_points, args.max_words, args.threads,
               args.jobs, on_item=save)
