@@ -241,12 +241,6 @@ def _norm_words(text: str) -> list[str]:
 
 def align(answer: str, question: str, sentence: str, kind: str,
           max_words: int = 10) -> tuple[int, int] | None:
-    found = alignment(answer, question, sentence, kind, max_words)
-    return None if found is None else found[1:]
-
-
-def alignment(answer: str, question: str, sentence: str, kind: str,
-              max_words: int = 10) -> tuple[float, int, int] | None:
     """The run of words in `sentence` that best matches what the model answered, as character
     offsets; None when the model's answer is not supported by the sentence.
 
@@ -287,7 +281,7 @@ def alignment(answer: str, question: str, sentence: str, kind: str,
                 best = key
     if best is None:
         return None
-    return (best[0], *complete(sentence, words[-best[2]][0], words[best[3]][1]))
+    return complete(sentence, words[-best[2]][0], words[best[3]][1])
 
 
 # Words a phrase does not end on: "early next" is "early next year" cut short.
