@@ -178,6 +178,40 @@ def abstention(settings: Settings, qs, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7)) -
     return out
 
 
+def evidence(settings: Settings, qs) -> dict:
+    """The answer pipeline without the model: for each question, does the first retrieved
+    sentence that fits the kind of answer asked for hold a gold answer, and does the part of it
+    the Answerer would quote (rag.evidence.quote_window)? Fast enough to tune ranking on."""
+    from rag import evidence as ev
+    from rag.answer import QUOTE_WORDS, Answerer
+    from rag.evaluate import contains_answer, token_f1
+
+    answerer = Answerer(settings)
+    sent_ok = quote_ok = 0
+    f1 = words = 0.0
+    t0 = time.perf_counter()
+    for q in qs:
+        hits = answerer.retrieve(q["question"])
+        kind = ev.answer_kind(q["question"])
+        ranked = ev.rank_sentences(q["question"], hits, answerer.embedder)
+        fitting = [s for s in ranked if ev.fits_kind(s.text, kind)]
+        if not fitting:
+            continue
+        top = fitting[0]
+        a, b = ev.quote_window(q["question"], top.text, kind, [s.text for s in ranked],
+                               QUOTE_WORDS)
+        gold = tuple(q["answers"])
+        sent_ok += contains_answer(top.text, gold)
+        quote_ok += contains_answer(top.text[a:b], gold)
+        f1 += token_f1(top.text[a:b], gold)
+        words += len(top.text[a:b].split())
+    n = len(qs)
+    answerer.close()
+    return {"n": n, "sentence_holds_answer": round(sent_ok / n, 4),
+            "quote_holds_answer": round(quote_ok / n, 4), "quote_f1": round(100 * f1 / n, 2),
+            "quote_words_mean": round(words / n, 2), "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def naive_answer(answerer, question: str) -> str:
     """The baseline: the same model, the top 5 passages, a plain prompt, free text."""
     hits = answerer.retrieve(question, 5)
@@ -195,7 +229,7 @@ def save(section: str, value) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["prepare", "retrieval", "answers", "abstention"])
+    p.add_argument("what", choices=["prepare", "retrieval", "answers", "abstention", "evidence"])
     p.add_argument("--split", choices=["even", "odd"], default="even")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--model", default=None)
@@ -224,6 +258,11 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         if args.save:
             save(f"retrieval_{args.split}", res)
+    elif args.what == "evidence":
+        res = {"split": args.split, **evidence(settings, qs)}
+        print(json.dumps(res, indent=2))
+        if args.save:
+            save(f"evidence_{args.split}", res)
     elif args.what == "abstention":
         res = {"split": args.split, **abstention(settings, qs)}
         print(json.dumps(res, indent=2))

@@ -31,6 +31,9 @@ MAX_PHRASE_WORDS = 6
 # seeds/qa.jsonl: 36 -> 39 of 44 right; SQuAD even-80: answer contained 40% -> 49%, token F1
 # 20.9 -> 18.3 (a quoted sentence holds the answer but is longer than it).
 MAX_MODEL_WORDS = 12
+# A quoted answer is the evidence sentence, or when that runs longer than this, the run of its
+# clauses that speaks of what the question asks (rag.evidence.quote_window).
+QUOTE_WORDS = 25
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
 
@@ -109,7 +112,8 @@ class Answerer:
         elif kind == "yesno":
             # whether something happened is the passage's to say, in its own words
             verification["replaced"] = "a yes/no question is answered by quoting the passage"
-            text, method = chosen.text, "extractive"
+            text, method = self._quote(question, chosen, sentences, kind, verification), \
+                "extractive"
         else:
             text, method = self._phrase(question, chosen, sentences, kind, verification,
                                         on_token)
@@ -161,7 +165,16 @@ class Answerer:
         if span is not None:
             return chosen.text[span[0]:span[1]], "generated"
         verification["replaced"] = f"{replaced}: quoting the evidence sentence instead"
-        return chosen.text, "extractive"
+        return self._quote(question, chosen, sentences, kind, verification), "extractive"
+
+    def _quote(self, question: str, chosen: ev.Sentence, sentences: list[ev.Sentence],
+               kind: str, verification: dict) -> str:
+        """The evidence sentence in its own words; of a long one, the clauses that answer."""
+        a, b = ev.quote_window(question, chosen.text, kind, [s.text for s in sentences],
+                               QUOTE_WORDS)
+        if (a, b) != (0, len(chosen.text)):
+            verification["quoted_part"] = [a, b]
+        return chosen.text[a:b]
 
     def _abstain(self, question: str, hits: list[Hit], verification: dict,
                  t0: float, t1: float) -> Answer:

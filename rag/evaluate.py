@@ -97,6 +97,15 @@ def contains_answer(text: str, answers: tuple[str, ...]) -> bool:
     return any(f" {normalize(a)} " in norm for a in answers if normalize(a))
 
 
+# An answer is right when it holds an accepted answer in at most this many words: a long
+# quotation that happens to contain the answer leaves the reader to find it.
+MAX_ANSWER_WORDS = 40
+
+
+def answer_right(text: str, answers: tuple[str, ...]) -> bool:
+    return len(text.split()) <= MAX_ANSWER_WORDS and contains_answer(text, answers)
+
+
 def _f1_tokens(text: str) -> list[str]:
     return [t for t in normalize(text).split() if t not in ("a", "an", "the")]
 
@@ -209,7 +218,7 @@ def compute_metrics(items: list[QAItem], results: list[dict], k: int,
     unans = [(q, r) for q, r in zip(items, results) if q.unanswerable]
     if ans:
         m["answer_accuracy"] = _mean([not r["abstained"] and
-                                      contains_answer(r["answer_text"], q.answers)
+                                      answer_right(r["answer_text"], q.answers)
                                       for q, r in ans])
         m["answer_f1"] = _mean([0.0 if r["abstained"] else token_f1(r["answer_text"], q.answers)
                                 for q, r in ans])
@@ -327,6 +336,10 @@ def item_passed(item: QAItem, result: dict) -> tuple[bool, str]:
         return False, "abstained on an answerable question"
     if not contains_answer(result["answer_text"], item.answers):
         return False, f"answer {result['answer']!r} holds none of {list(item.answers)}"
+    if not answer_right(result["answer_text"], item.answers):
+        return False, (f"answer holds {list(item.answers)} but runs "
+                       f"{len(result['answer_text'].split())} words (at most "
+                       f"{MAX_ANSWER_WORDS})")
     return True, ""
 
 

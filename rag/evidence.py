@@ -337,3 +337,65 @@ def best_figure(question: str, sentence: str, others: list[str]) -> tuple[int, i
         return None
     m = scored[0][2]
     return m.start(), m.end()
+
+
+# Where a sentence divides into clauses: a comma, semicolon or colon followed by a space, a
+# spaced dash, a bracket. ("15,000" holds no space after its comma and stays whole.)
+_CLAUSE_BREAK = re.compile(r"[,;:](?=\s)|\s[–—-]\s|[()]")
+
+
+def clauses(sentence: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause of `sentence`, stripped of the breaks between them."""
+    out, start = [], 0
+    for m in list(_CLAUSE_BREAK.finditer(sentence)) + [None]:
+        end = m.start() if m else len(sentence)
+        a, b = start, end
+        while a < b and sentence[a].isspace():
+            a += 1
+        while b > a and sentence[b - 1].isspace():
+            b -= 1
+        if b > a and re.search(r"\w", sentence[a:b]):
+            out.append((a, b))
+        start = m.end() if m else len(sentence)
+    return out
+
+
+def quote_window(question: str, sentence: str, kind: str, others: list[str],
+                 max_words: int) -> tuple[int, int]:
+    """The part of `sentence` to quote as an answer: the whole of it when it is short, else the
+    run of whole clauses of at most `max_words` words that holds most of what the question asks
+    (its words weighted by rarity among the retrieved sentences, as best_figure does), gives
+    the kind of answer asked for and says something the question does not. A long quotation
+    leaves the reader to find the answer in it; the clause that speaks of the question's
+    subject is where the answer is. (SQuAD even-300, first fitting sentence: it holds the
+    answer 68%; its quoted part at 25 words 57% in 17 words on average, 60% at 30 words.)"""
+    if len(sentence.split()) <= max_words:
+        return 0, len(sentence)
+    parts = clauses(sentence)
+    q_words = content_words(question) - QUESTION_FRAME
+    docs = [content_words(t) for t in others] or [content_words(sentence)]
+    weight = {w: np.log((1 + len(docs)) / (1 + sum(w in d for d in docs))) + 1 for w in q_words}
+    best: tuple[float, int, int] | None = None
+    for i in range(len(parts)):
+        for j in range(i, len(parts)):
+            a, b = parts[i][0], parts[j][1]
+            text = sentence[a:b]
+            n_words = len(text.split())
+            if n_words > max_words:
+                break
+            if not fits_kind(text, kind) or not adds_information(text, question):
+                continue
+            # each word of the window costs a little: a clause joins only for what it adds
+            score = sum(weight[w] for w in q_words & content_words(text)) - 0.01 * n_words
+            if best is None or score > best[0]:
+                best = (score, a, b)
+    if best is None:  # no run of clauses is short enough: the best run of words
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", sentence)]
+        for i in range(0, max(1, len(words) - max_words + 1)):
+            a, b = words[i][0], words[min(len(words), i + max_words) - 1][1]
+            text = sentence[a:b]
+            score = sum(weight[w] for w in q_words & content_words(text))
+            if best is None or score > best[0]:
+                best = (score, a, b)
+    assert best is not None
+    return best[1], best[2]
