@@ -186,16 +186,22 @@ def evidence(settings: Settings, qs) -> dict:
     from rag.answer import QUOTE_WORDS, Answerer
     from rag.evaluate import contains_answer, token_f1
 
+    from rag.answer import WITHHELD_AMONG
+
     answerer = Answerer(settings)
-    sent_ok = quote_ok = 0
+    sent_ok = quote_ok = withheld = unfit = 0
     f1 = words = 0.0
     t0 = time.perf_counter()
     for q in qs:
         hits = answerer.retrieve(q["question"])
         kind = ev.answer_kind(q["question"])
         ranked = ev.rank_sentences(q["question"], hits, answerer.embedder)
+        if any(ev.withheld(q["question"], s.text) for s in ranked[:WITHHELD_AMONG]):
+            withheld += 1
+            continue
         fitting = [s for s in ranked if ev.fits_kind(s.text, kind)]
         if not fitting:
+            unfit += 1
             continue
         top = fitting[0]
         a, b = ev.quote_window(q["question"], top.text, kind, [s.text for s in ranked],
@@ -209,7 +215,9 @@ def evidence(settings: Settings, qs) -> dict:
     answerer.close()
     return {"n": n, "sentence_holds_answer": round(sent_ok / n, 4),
             "quote_holds_answer": round(quote_ok / n, 4), "quote_f1": round(100 * f1 / n, 2),
-            "quote_words_mean": round(words / n, 2), "seconds": round(time.perf_counter() - t0, 1)}
+            "quote_words_mean": round(words / n, 2),
+            "abstained_withheld": withheld, "abstained_no_fitting_sentence": unfit,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def naive_answer(answerer, question: str) -> str:

@@ -179,6 +179,11 @@ _MONTHS = r"(?:january|february|march|april|may|june|july|august|september|octob
 
 def answer_kind(question: str) -> str:
     q = question.lower().strip()
+    if re.match(r"(how far|(what|which) distance|(what|which) (is|was|are|were) the "
+                r"(range|distance) (of|to|between))\b", q):
+        return "distance"
+    if re.match(r"(how fast|(at )?(what|which) speeds?)\b", q):
+        return "speed"
     if re.match(r"(how (many|much)|what (number|percentage|amount))\b", q):
         return "number"
     if re.match(r"(when|(what|which) (year|date|day|month|time)|(in|on|by) (what|which) "
@@ -191,8 +196,19 @@ def answer_kind(question: str) -> str:
     return "other"
 
 
+_DISTANCE_UNITS = r"(?:km|kilomet(?:er|re)s?|miles?|m|met(?:er|re)s?|feet|ft|yards?|nautical)"
+_SPEED_UNITS = r"(?:km/h|kph|mph|knots?|m/s|miles? (?:an|per) hour|kilomet(?:er|re)s? (?:an|per) " \
+               r"hour)"
+
+
 def fits_kind(span: str, kind: str) -> bool:
     s = span.lower()
+    if kind == "distance":
+        return re.search(r"\b" + _NUMBER_WORDS + r"[\d,.]*\s*(?:-\s*)?" + _DISTANCE_UNITS +
+                         r"\b", s) is not None
+    if kind == "speed":
+        return re.search(r"\bmach\s*\d|\b" + _NUMBER_WORDS + r"[\d,.]*\s*" + _SPEED_UNITS,
+                         s) is not None or "speed of sound" in s
     if kind == "number":
         return re.search(r"\b" + _NUMBER_WORDS + r"s?\b", s) is not None or \
             re.search(r"\d", s) is not None
@@ -399,3 +415,77 @@ def quote_window(question: str, sentence: str, kind: str, others: list[str],
                 best = (score, a, b)
     assert best is not None
     return best[1], best[2]
+
+
+# -- what the documents say was not made known -----------------------------------------------
+
+# "did not disclose the missile types", "an undisclosed location", "details of the systems
+# were not disclosed", "declined to specify the systems involved"
+_WITHHELD = re.compile(
+    r"\b(?:did not|didn't|does not|doesn't|do not|would not|wouldn't|declined to|refused to|"
+    r"could not|couldn't|without) (?:disclose|specify|reveal|identify|say|name|detail|give)\w*"
+    r"|\b(?:undisclosed|unspecified|unidentified|unnamed|unknown)\b"
+    r"|\b(?:was|were|is|are|been|being) (?:not|never) (?:yet )?(?:disclosed|specified|"
+    r"revealed|identified|made public|released|known|named)\b", re.I)
+# Words that ask for the same thing: a question for the "name" is told "the types were not
+# disclosed".
+_ASKED_ALIKE = [frozenset(g.split()) for g in (
+    "name names designation designations type types kind kinds model models identity",
+    "location locations place places site sites where whereabouts",
+    "system systems weapon weapons equipment",
+    "range ranges distance distances far",
+    "number numbers many much figure figures count total",
+    "time date day when",
+)]
+_FOCUS = [
+    re.compile(r"^(?:which|what)\s+(?:\w+\s+){0,3}?(\w+)\s+(?:did|do|does|was|were|is|are|"
+               r"has|have|had|will|would|can|could)\b", re.I),
+    re.compile(r"^(?:what|which)\s+(?:is|was|are|were)\s+the\s+(\w+)(?:\s+or\s+(\w+))?\s+of\b",
+               re.I),
+    re.compile(r"^(?:from|in|at|to)\s+(?:which|what)\s+(\w+)\b", re.I),
+    re.compile(r"^(where|when)\b", re.I),
+]
+
+
+def asked_for(question: str) -> set[str]:
+    """The thing a question asks for, as words: "Which location were ... launched?" ->
+    {"location", "place", "site", "where", ...}; empty when its form is not one of the plain
+    wh- forms."""
+    for pattern in _FOCUS:
+        m = pattern.match(question.strip())
+        if m:
+            heads = {g.lower() for g in m.groups() if g}
+            out = set(heads)
+            for group in _ASKED_ALIKE:
+                if heads & group:
+                    out |= group
+            return out
+    return set()
+
+
+def withheld(question: str, sentence: str) -> bool:
+    """Whether `sentence` says that the very thing `question` asks for was not made known:
+    a non-disclosure ("undisclosed", "did not disclose", "were not disclosed") whose clause
+    names what the question asks for."""
+    focus = asked_for(question)
+    if not focus:
+        return False
+    for m in _WITHHELD.finditer(sentence):
+        # the clause the cue stands in: from the previous clause break to the next one,
+        # where the listed things ("the missile types tested, the location...") run on
+        cue = m.group().lower()
+        if cue.startswith("un"):  # "an undisclosed location": the words it qualifies
+            scope = " ".join(re.split(r"[,;.]", sentence[m.end():], maxsplit=1)[0].split()[:3])
+        else:
+            a = max(sentence.rfind(",", 0, m.start()), sentence.rfind(";", 0, m.start())) + 1
+            b = len(sentence) if cue.split()[0] in ("did", "didn't", "does", "doesn't", "do",
+                                                    "would", "wouldn't", "declined",
+                                                    "refused", "could", "couldn't",
+                                                    "without") else \
+                next((i for i in (sentence.find(",", m.end()), sentence.find(";", m.end()))
+                      if i >= 0), len(sentence))
+            scope = sentence[a:b]
+        words = set(re.findall(r"[a-z]+", scope.lower()))
+        if words & focus:
+            return True
+    return False
