@@ -194,7 +194,7 @@ class Answerer:
         if told is not None:  # the passage saying so is cited: the reader can check
             text = f"{ABSTAIN_TEXT[:-1]}: {verification['reason']} [1]."
             citations = (told.citation(1),)
-        elif "unseen_words" in verification:  # the reason is worth saying in words
+        elif verification.get("reason"):  # the reason is worth saying in words
             text = f"{ABSTAIN_TEXT[:-1]}: {verification['reason']}."
         return Answer(question=question, answer=text, abstained=True, citations=citations,
                       hits=tuple(hits), timings=_timings(t0, t1, time.perf_counter()),

@@ -153,9 +153,16 @@ def unseen_closeness(question: str, hits: list[Hit], embedder: Embedder,
                      mentions: Callable[[str], bool]) -> dict[str, float]:
     """Each question word no indexed passage mentions -> the best cosine between it and a word
     of the retrieved passages (0.0 when they hold no words)."""
-    words = [w for w in dict.fromkeys(re.findall(r"[a-z]+", question.lower()))
+    sequence = re.findall(r"[a-z]+", question.lower())
+    words = [w for w in dict.fromkeys(sequence)
              if w not in STOPWORDS and w not in QUESTION_FRAME and len(w) > 2]
     absent = [w for w in words if not any(mentions(f) for f in _forms(w))]
+    # a word that only qualifies the next, which the documents do mention, narrows the
+    # question without leaving the documents: "which family dynasty" is "the Kim dynasty"
+    qualifiers = {a for a, b in zip(sequence, sequence[1:])
+                  if b not in STOPWORDS and len(b) > 2 and b not in absent
+                  and any(mentions(f) for f in _forms(b))}
+    absent = [w for w in absent if w not in qualifiers]
     if not absent:
         return {}
     vocab = sorted({w for h in hits for w in re.findall(r"[a-z]+", h.chunk.text.lower())
