@@ -184,6 +184,15 @@ _MONTHS = r"(?:january|february|march|april|may|june|july|august|september|octob
           r"autumn|fall|winter|since|ago|early|late|soon|recent)"
 
 
+STRICT_TIME = True
+# What says when: a named month or day, a unit of calendar time ("last week", "two years
+# ago"), a season. "recently" or a bare figure ("101 soldiers") does not.
+_TIMES = r"(?:january|february|march|april|may|june|july|august|september|october|" \
+         r"november|december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|" \
+         r"year|month|week|day|today|yesterday|tomorrow|tonight|century|centuries|decade|" \
+         r"spring|summer|autumn|winter|ago|era|age|period|morning|evening|night|dynasty|reign)"
+
+
 def answer_kind(question: str) -> str:
     q = question.lower().strip()
     if re.match(r"(how far|(what|which) distance|(what|which) (is|was|are|were) the "
@@ -220,6 +229,9 @@ def fits_kind(span: str, kind: str) -> bool:
         return re.search(r"\b" + _NUMBER_WORDS + r"s?\b", s) is not None or \
             re.search(r"\d", s) is not None
     if kind == "time":
+        if STRICT_TIME:
+            return re.search(r"\b(?:1\d{3}|20\d{2})s?\b|\b\d{1,2}(?:st|nd|rd|th)\b|\b\d0s\b",
+                             s) is not None or re.search(r"\b" + _TIMES + r"s?\b", s) is not None
         return re.search(r"\d", s) is not None or \
             re.search(r"\b" + _MONTHS + r"\b", s) is not None
     if kind == "person":
