@@ -100,3 +100,45 @@ def test_irregular_verb_forms_count_as_mentioned(answerer):
     a = answerer.ask("In which city did Lee Jae Myung hold talks with the Japanese prime "
                      "minister?")
     assert not a.abstained and "Tokyo" in a.answer
+
+
+def test_a_question_about_what_the_documents_say_was_not_disclosed_abstains_citing_it(
+        answerer):
+    a = answerer.ask("From which location were the new anti-air missiles launched?")
+    assert a.abstained
+    assert "not made known" in a.answer and markers(a.answer) == [1]
+    assert len(a.citations) == 1
+    assert "undisclosed location" in a.citations[0].text or \
+        "did not disclose" in a.citations[0].text
+    _check_citations(a)
+
+
+def test_a_distance_question_needs_a_passage_giving_a_distance(answerer):
+    # the documents speak of "intermediate-range" missiles, never of how far any flies
+    a = answerer.ask("What is the range of the new anti-air missiles?")
+    assert a.abstained and a.citations == ()
+    assert "distance" in a.answer
+
+
+def test_a_word_that_only_qualifies_a_mentioned_one_does_not_abstain(answerer):
+    a = answerer.ask("Which family dynasty has ruled North Korea for decades?")
+    assert not a.abstained
+    assert "Kim" in a.answer
+
+
+def test_a_long_evidence_sentence_is_quoted_by_its_answering_clauses(answerer):
+    # the evidence sentence runs 45 words; the quoted part is the clause naming who oversaw
+    a = answerer.ask("Who oversaw the test of the new anti-air missiles?")
+    assert not a.abstained
+    assert "Kim Jong Un" in a.answer
+    body = a.answer.rsplit(" [", 1)[0]
+    assert len(body.split()) <= 25
+    assert body in a.citations[0].text  # quoted exactly, a part of the cited sentence
+    _check_citations(a)
+
+
+def test_when_questions_need_a_time_not_a_bare_figure(answerer):
+    # "Kim recently held a ceremony ... the 101 soldiers" ranks first but names no time
+    a = answerer.ask("When did Kim preside over the ceremony honoring the returning troops?")
+    assert not a.abstained
+    assert "last week" in a.answer.lower()

@@ -318,6 +318,9 @@ def test_llm_generate_uses_the_cache(seed_settings, tmp_path):
               "question": "How many personnel were deployed?"}
     cache = ResponseCache(tmp_path / "cache.sqlite")
     llm.cache = cache
+    # llama.cpp reuses the context's matching prefix, and a prompt evaluated in other batches
+    # can tip a greedy choice: each uncached call here starts from an empty context
+    llm._llama.reset()
     try:
         first = llm.generate("answer", values, max_tokens=8)
         second = llm.generate("answer", values, max_tokens=8)
@@ -328,7 +331,16 @@ def test_llm_generate_uses_the_cache(seed_settings, tmp_path):
         llm.generate("answer", values, max_tokens=8, grammar='root ::= "15,000"')
         assert (cache.hits, cache.misses) == (1, 3)
         llm.cache = None
+        llm._llama.reset()
         assert llm.generate("answer", values, max_tokens=8).text == first.text
         assert (cache.hits, cache.misses) == (1, 3)
     finally:
         llm.cache = None
+
+
+def test_an_answer_is_right_only_in_at_most_40_words():
+    assert evaluate.answer_right("About 15,000 troops", ("15,000",))
+    long = "About 15,000 troops " + "and more words " * 13
+    assert len(long.split()) > evaluate.MAX_ANSWER_WORDS
+    assert evaluate.contains_answer(long, ("15,000",))
+    assert not evaluate.answer_right(long, ("15,000",))

@@ -121,3 +121,71 @@ def test_short_answer_grammar_keeps_digit_groups_and_refuses_glued_words():
 ])
 def test_reads_as_instructions(text, instructions):
     assert ev.reads_as_instructions(text) is instructions
+
+
+def test_distance_and_speed_questions_and_what_fits_them():
+    assert ev.answer_kind("How far did the missiles fly?") == "distance"
+    assert ev.answer_kind("What is the range of the new missiles?") == "distance"
+    assert ev.answer_kind("What speed did the warhead reach?") == "speed"
+    assert ev.fits_kind("The missile flew about 800 km before landing.", "distance")
+    assert ev.fits_kind("roughly 260 kilometres from the sea", "distance")
+    assert not ev.fits_kind("an intermediate-range ballistic missile", "distance")
+    assert ev.fits_kind("It reached Mach 5 on descent.", "speed")
+    assert not ev.fits_kind("two new types of missiles", "speed")
+
+
+@pytest.mark.parametrize("text,fits", [
+    ("Last week, he presided over a ceremony in Pyongyang.", True),
+    ("The armistice was signed in 1953.", True),
+    ("It was founded in the 1990s.", True),
+    ("on the 3rd of the month", True),
+    ("Kim recently held a ceremony honouring the 101 soldiers who died.", False),
+    ("About 15,000 troops were deployed.", False),
+])
+def test_a_time_is_a_date_or_span_of_calendar_time(text, fits):
+    assert ev.fits_kind(text, "time") is fits
+
+
+def test_clauses_split_at_breaks_but_not_inside_figures():
+    s = "About 15,000 troops went, Seoul said; 600 died – officials (South Korean) said."
+    parts = [s[a:b] for a, b in ev.clauses(s)]
+    assert parts == ["About 15,000 troops went", "Seoul said", "600 died", "officials",
+                     "South Korean", "said."]
+
+
+def test_quote_window_keeps_short_sentences_whole_and_cuts_long_ones_to_the_clause():
+    short = "Kim oversaw the test."
+    assert ev.quote_window("Who oversaw the test?", short, "person", [short], 25) == \
+        (0, len(short))
+    long = ("PYONGYANG, NORTH KOREA – North Korean leader Kim Jong Un oversaw the test-firing "
+            "of two new types of anti-air missiles at an undisclosed location, state media "
+            "reported Saturday, a presentation of military capability coinciding with "
+            "diplomatic efforts by South Korea and Japan to bolster regional security.")
+    a, b = ev.quote_window("Who oversaw the test of the new anti-air missiles?", long, "person",
+                           [long], 25)
+    assert long[a:b].startswith("North Korean leader Kim Jong Un oversaw")
+    assert len(long[a:b].split()) <= 25
+
+
+_KCNA = ("The report did not disclose the missile types tested, the location of the launch, "
+         "or any remarks from Kim directed at Washington or Seoul.")
+_LEAD = ("North Korean leader Kim Jong Un oversaw the test-firing of two new types of anti-air "
+         "missiles at an undisclosed location, state media reported Saturday.")
+_RUSSIA = ("South Korea’s previous government stated that Russia had already supplied missiles "
+           "and equipment to bolster air defenses around Pyongyang, though details of the "
+           "systems provided were not disclosed.")
+
+
+@pytest.mark.parametrize("question,sentence,told", [
+    ("From which location were the new anti-air missiles launched?", _LEAD, True),
+    ("From which location were the new anti-air missiles launched?", _KCNA, True),
+    ("What is the name or designation of the new anti-air missiles?", _KCNA, True),
+    ("Which specific air defense systems did Russia deliver to North Korea?", _RUSSIA, True),
+    # what was withheld is something else than what is asked
+    ("What is the name or designation of the new anti-air missiles?", _LEAD, False),
+    ("What types of weapons has North Korea supplied to Russia?", _KCNA, False),
+    ("How many missiles were tested?", _LEAD, False),
+    ("Who oversaw the test?", _KCNA, False),
+])
+def test_withheld_reads_what_a_sentence_says_was_not_disclosed(question, sentence, told):
+    assert ev.withheld(question, sentence) is told
