@@ -1,5 +1,6 @@
 """An experiment measured for issue #8, not used by rag: the query encoder on llama.cpp, the
-sentence-transformers BERT of rag/minilm.py written once as a GGUF file and run by the llama.cpp that llama-cpp-python already ships for the LLM.
+sentence-transformers BERT of rag/minilm.py written once as a GGUF file and run by the
+llama.cpp that llama-cpp-python already ships for the LLM.
 
 numpy spends a short question's ~13 ms in OpenBLAS packing 42 MB of weights for 14-row
 products; llama.cpp's CPU kernels multiply the weights in place. Measured on one thread
