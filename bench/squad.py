@@ -109,7 +109,8 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
                "em": float(any(normalize(text) == normalize(g) for g in q["answers"])),
                "f1": token_f1(text, tuple(q["answers"])),
                "contains": contains_answer(text, tuple(q["answers"])),
-               "cited_gold": any(doc_of(c.source) == q["doc"] for c in a.citations)}
+               "cited_gold": any(doc_of(c.source) == q["doc"] for c in a.citations),
+               "verification": a.verification}
         if naive:
             nt = naive_answer(answerer, q["question"])
             row.update(naive=nt, naive_em=float(any(normalize(nt) == normalize(g)
@@ -125,7 +126,8 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
 
     res = {"n": n, "model": answerer.llm.name, "seconds": round(dt, 1),
            "rag": {"EM": avg("em"), "F1": avg("f1"), "contains": avg("contains"),
-                   "abstained": avg("abstained"), "cited_gold_paragraph": avg("cited_gold")}}
+                   "abstained": avg("abstained"), "cited_gold_paragraph": avg("cited_gold"),
+                   "words_mean": round(sum(len(r["answer"].split()) for r in rows) / n, 2)}}
     if naive:
         res["naive"] = {"EM": avg("naive_em"), "F1": avg("naive_f1"),
                         "contains": avg("naive_contains")}
@@ -183,10 +185,8 @@ def evidence(settings: Settings, qs) -> dict:
     sentence that fits the kind of answer asked for hold a gold answer, and does the part of it
     the Answerer would quote (rag.evidence.quote_window)? Fast enough to tune ranking on."""
     from rag import evidence as ev
-    from rag.answer import QUOTE_WORDS, Answerer
+    from rag.answer import QUOTE_WORDS, WITHHELD_AMONG, Answerer
     from rag.evaluate import contains_answer, token_f1
-
-    from rag.answer import WITHHELD_AMONG
 
     answerer = Answerer(settings)
     sent_ok = quote_ok = withheld = unfit = 0
@@ -241,13 +241,15 @@ def main() -> None:
     p.add_argument("--split", choices=["even", "odd"], default="even")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--model", default=None)
+    p.add_argument("--style", choices=["quote", "short"], default="quote",
+                   help="the answer style (rag ask --style)")
     p.add_argument("--no-naive", action="store_true")
     p.add_argument("--rows", type=Path, default=None, help="write per-question rows here")
     p.add_argument("--save", action="store_true", help="record in bench/results_squad.json")
     p.add_argument("--chunk-tokens", type=int, default=None,
                    help="chunk size for the index (default: the tool's own)")
     args = p.parse_args()
-    settings = Settings.from_env(model=args.model)
+    settings = Settings.from_env(model=args.model, answer_style=args.style)
     if args.chunk_tokens and args.chunk_tokens != settings.chunk_tokens:
         settings = settings.with_(chunk_tokens=args.chunk_tokens)
         index_dir = WORK / f"index{args.chunk_tokens}"
@@ -279,11 +281,13 @@ def main() -> None:
     elif args.what == "answers":
         res, rows = answers(settings, qs, naive=not args.no_naive)
         res["split"] = args.split
+        res["style"] = args.style
         print(json.dumps(res, indent=2))
         if args.rows:
             args.rows.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         if args.save:
-            save(f"answers_{args.split}_{res['model']}", res)
+            suffix = "" if args.style == "quote" else f"_{args.style}"
+            save(f"answers_{args.split}_{res['model']}{suffix}", res)
 
 
 if __name__ == "__main__":

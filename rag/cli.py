@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -26,8 +27,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON ob
 KOpt = Annotated[int, typer.Option("--k", min=1, max=100, help="Passages to retrieve")]
 
 
-def _settings(index: Path | None, model: str | None = None) -> Settings:
-    return Settings.from_env(index_dir=index, model=model)
+class Style(StrEnum):
+    quote = "quote"
+    short = "short"
+
+
+StyleOpt = Annotated[Style | None, typer.Option(
+    "--style", envvar="RAG_ANSWER_STYLE", case_sensitive=False,
+    help="When the model's own words fail their checks: quote the evidence (default) or "
+         "let the model choose a short run of it")]
+
+
+def _settings(index: Path | None, model: str | None = None,
+              style: Style | None = None) -> Settings:
+    return Settings.from_env(index_dir=index, model=model,
+                             answer_style=style.value if style else None)
 
 
 def _fail(err: RagError) -> None:
@@ -151,12 +165,12 @@ def _print_answer(a) -> None:
 
 @app.command()
 def ask(question: str, index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
-        json_out: JsonOpt = False) -> None:
+        json_out: JsonOpt = False, style: StyleOpt = None) -> None:
     """One grounded answer with numbered citations."""
     from rag.answer import Answerer, answer_json
 
     try:
-        answerer = Answerer(_settings(index, model))
+        answerer = Answerer(_settings(index, model, style))
         answer = answerer.ask(question, k)
     except RagError as e:
         _fail(e)
@@ -170,14 +184,14 @@ def ask(question: str, index: IndexOpt = None, model: ModelOpt = None, k: KOpt =
 def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
          rewrite: Annotated[str, typer.Option(
              "--rewrite", help="How follow-ups become search queries: rules, llm or off")]
-         = "rules") -> None:
+         = "rules", style: StyleOpt = None) -> None:
     """Interactive questions in the terminal, with follow-ups (/help inside; Ctrl-D leaves).
     With standard input piped: one question per line, each answer printed as `rag ask` does."""
     from rag import chat as conversation
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        session = conversation.Session(_settings(index, model), model, k, rewrite,
+        session = conversation.Session(_settings(index, model, style), model, k, rewrite,
                                        tty=interactive)
     except RagError as e:
         _fail(e)
@@ -249,6 +263,7 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
           no_cache: Annotated[bool, typer.Option(
               "--no-cache", help="Ask the model every question, ignoring cached responses")]
           = False,
+          style: StyleOpt = None,
           ) -> None:
     """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
     from rag import evaluate
@@ -267,7 +282,7 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
                 raise RagError(f"{baseline}: not a readable eval --json output ({e})") from None
             if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
                 raise RagError(f"{baseline}: not an eval --json output (no \"metrics\" object)")
-        report = evaluate.run(_settings(index, model), items, retrieval_only=retrieval_only,
+        report = evaluate.run(_settings(index, model, style), items, retrieval_only=retrieval_only,
                               k=k, progress=_eval_progress(), use_cache=not no_cache)
     except RagError as e:
         _fail(e)

@@ -56,6 +56,10 @@ class Settings:
     seed: int = 1234
     temperature: float = 0.0
     max_answer_tokens: int = 48
+    # "quote": when the model's own answer fails its checks, the evidence is quoted (a long
+    # sentence by its answering clauses). "short": the model then chooses the run of the
+    # evidence it finds likeliest as the answer (rag.answer.Answerer._scored_span).
+    answer_style: str = "quote"
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -67,6 +71,8 @@ class Settings:
             values["model"] = env["RAG_MODEL"]
         if env.get("RAG_MODELS_DIR"):
             values["models_dir"] = Path(env["RAG_MODELS_DIR"])
+        if env.get("RAG_ANSWER_STYLE"):
+            values["answer_style"] = env["RAG_ANSWER_STYLE"]
         if env.get("RAG_THREADS"):
             values["n_threads"] = int(env["RAG_THREADS"])
         values.update({k: v for k, v in overrides.items() if v is not None})

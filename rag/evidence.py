@@ -508,3 +508,41 @@ def withheld(question: str, sentence: str) -> bool:
         if words & focus:
             return True
     return False
+
+
+def span_starts(question: str, sentence: str, max_words: int = 8) -> list[tuple[int, int]]:
+    """Where an answer drawn from `sentence` may start, each with how far it may run: every
+    word that is not a stopword or a word of the question, running to the next clause break
+    or max_words words on."""
+    q_words = set(_norm_words(question))
+    words = list(_WORD.finditer(sentence))
+    out = []
+    for i, w in enumerate(words):
+        norm = _norm(w.group())
+        if norm in SPAN_STOPWORDS or norm in q_words:
+            continue
+        end = w.end()
+        for j in range(i + 1, min(len(words), i + max_words)):
+            if _BREAK.search(sentence[words[j - 1].end():words[j].start()]) or \
+                    re.search(r"[,;:]\s", sentence[words[j - 1].end():words[j].start() + 1]):
+                break
+            end = words[j].end()
+        out.append((w.start(), end))
+    return out
+
+
+def distance_to_question(question: str, sentence: str, start: int, end: int) -> int:
+    """Words between the run sentence[start:end] and the nearest word of the question in the
+    sentence (0 when adjacent; the sentence's length when it holds none): an answer stands
+    next to what the question says of it."""
+    q_words = set(_norm_words(question)) - SPAN_STOPWORDS
+    words = list(_WORD.finditer(sentence))
+    inside = [i for i, w in enumerate(words) if start <= w.start() and w.end() <= end]
+    if not inside:
+        return len(words)
+    first, last = inside[0], inside[-1]
+    best = len(words)
+    for i, w in enumerate(words):
+        if (i < first or i > last) and _norm(w.group()) in q_words:
+            best = min(best, first - i - 1 if i < first else i - last - 1)
+    return best

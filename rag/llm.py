@@ -8,6 +8,7 @@ models) picks chat when the GGUF carries a template.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,20 +83,11 @@ class LLM:
         """Render prompts/{task}.* for this model's prompt style and generate, greedily.
         With `on_token`, the text is also handed over piece by piece as the model writes it
         (a cached response is handed over whole)."""
-        pdir = self.settings.prompts_dir
         params = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
                       top_k=1, top_p=1.0, repeat_penalty=1.0, seed=self.settings.seed,
                       stop=stop or [])
         t0 = time.perf_counter()
-        if self.chat:
-            request: dict = {"messages": [
-                {"role": "system", "content": prompts.render_file(pdir, f"{task}.system.txt",
-                                                                  values)},
-                {"role": "user", "content": prompts.render_file(pdir, f"{task}.user.txt",
-                                                                values)},
-            ]}
-        else:
-            request = {"prompt": prompts.render_file(pdir, f"{task}.completion.txt", values)}
+        request = self._request(task, values)
         key = None
         if self.cache is not None:
             key = self._cache_key(request, params, grammar)
@@ -110,6 +102,7 @@ class LLM:
 
         llama = self._llama
         compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
+        self._prime(task, values)
         if on_token is not None:
             gen = self._stream(request, params, compiled, on_token, t0)
         else:
@@ -127,6 +120,162 @@ class LLM:
             self.cache.put(key, {"text": gen.text, "prompt_tokens": gen.prompt_tokens,
                                  "completion_tokens": gen.completion_tokens})
         return gen
+
+    def _request(self, task: str, values: dict[str, object]) -> dict:
+        pdir = self.settings.prompts_dir
+        if self.chat:
+            return {"messages": [
+                {"role": "system", "content": prompts.render_file(pdir, f"{task}.system.txt",
+                                                                  values)},
+                {"role": "user", "content": prompts.render_file(pdir, f"{task}.user.txt",
+                                                                values)},
+            ]}
+        return {"prompt": prompts.render_file(pdir, f"{task}.completion.txt", values)}
+
+    @cached_property
+    def can_score(self) -> bool:
+        """Whether score_continuations can render this model's prompt exactly as generation
+        does: a completion prompt, or a chat template taken from the GGUF's metadata."""
+        return not self.chat or self._llama.chat_format == "chat_template.default"
+
+    def score_continuations(self, task: str, values: dict[str, object],
+                            texts: list[str]) -> list[list[tuple[int, float]]]:
+        """How likely the model is to answer with each of `texts`, cut after any of its words:
+        for each text, one (end offset in the text, log-probability) per word end, where the
+        log-probability is that of the text's tokens up to there followed by the end of the
+        answer. The model reads; it writes nothing. (Greedy generation by a 135M model tends to
+        restate the question; asked which run of the evidence it would say, it chooses well.)
+
+        The prompt is evaluated once (reusing the context's matching prefix), each text is
+        evaluated after it in one batch, and the context is left holding the prompt."""
+        import numpy as np
+
+        llama = self._llama
+        prompt, end_ids, _ = self._prompt_and_end(task, values)
+        if len(prompt) >= self.n_ctx - 8:
+            return [[] for _ in texts]
+        self._prime(task, values)
+        # the prompt's last token, alone, as generation evaluates it
+        first = self._decode(prompt[-1:], len(prompt) - 1, last_only=True)[0]
+        llama.input_ids[len(prompt) - 1] = prompt[-1]
+        pieces = [llama.tokenize(t.encode("utf-8"), add_bos=False, special=False)
+                  for t in texts]
+        out = []
+        for text, toks in zip(texts, pieces):
+            toks = toks[: self.n_ctx - len(prompt) - 1]
+            if not toks:
+                out.append([])
+                continue
+            rows = self._decode(toks, len(prompt))
+            logits = np.vstack([first[None, :], rows])  # row t predicts token t
+            logp = logits - logits.max(axis=1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            token_lp = np.cumsum(logp[np.arange(len(toks)), toks])
+            ends = []
+            for m in re.finditer(r"\w(?:[\w'’\-.,%/:]*\w)?%?", text):
+                head = llama.tokenize(text[:m.end()].encode("utf-8"), add_bos=False,
+                                      special=False)
+                n = len(head)
+                if n == 0 or n > len(toks) or head != toks[:n]:
+                    continue  # the word's end is not a token boundary here
+                end_lp = float(np.logaddexp.reduce(logp[n, end_ids]))
+                ends.append((m.end(), float(token_lp[n - 1]) + end_lp))
+            out.append(ends)
+        llama.n_tokens = len(prompt)
+        return out
+
+    def _prompt_and_end(self, task: str, values: dict[str, object]
+                        ) -> tuple[list[int], list[int], int]:
+        """The prompt's tokens exactly as llama-cpp-python will tokenize them, the tokens that
+        end an answer, and how many of the prompt's first tokens are the same for every
+        question (the system message; 0 for a completion prompt)."""
+        llama = self._llama
+        request = self._request(task, values)
+        if "messages" in request:
+            fmt = self._formatter
+            res = fmt(messages=request["messages"])
+            tokens = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
+                                    special=True)
+            stops = [res.stop] if isinstance(res.stop, str) else list(res.stop or [])
+            end = {llama.token_eos()}
+            for stop in stops:
+                ids = llama.tokenize(stop.encode("utf-8"), add_bos=False, special=True)
+                if len(ids) == 1:
+                    end.add(ids[0])
+            marker = "\u2063\u2063"
+            probe = fmt(messages=[request["messages"][0],
+                                  {"role": "user", "content": marker}]).prompt
+            fixed_text = probe[:probe.find(marker)] if marker in probe else ""
+            fixed_ids = llama.tokenize(fixed_text.encode("utf-8"),
+                                       add_bos=not res.added_special, special=True)
+            fixed = 0
+            while fixed < min(len(fixed_ids), len(tokens)) and \
+                    fixed_ids[fixed] == tokens[fixed]:
+                fixed += 1
+            return tokens, sorted(end), fixed
+        tokens = llama.tokenize(request["prompt"].encode("utf-8"), add_bos=True, special=False)
+        newline = llama.tokenize(b"\n", add_bos=False, special=False)
+        return tokens, sorted({llama.token_eos(), *newline[-1:]}), 0
+
+    def _prime(self, task: str, values: dict[str, object]) -> None:
+        """Leave the context holding the prompt less its last token, evaluated the same way
+        whatever came before: the fixed system message as one batch (kept from the last
+        question when it is already there), the rest as the next. llama-cpp-python then
+        evaluates the last token and samples. llama.cpp's sums depend on how a prompt is cut
+        into batches, and a greedy choice can tip on them: evaluated this way the same
+        question gets the same answer in `rag ask`, `rag eval` and `rag chat`, after any other
+        question. A model whose prompt this cannot reproduce is left to llama-cpp-python."""
+        if not self.can_score:
+            return
+        llama = self._llama
+        prompt, _, fixed = self._prompt_and_end(task, values)
+        if len(prompt) < 2 or len(prompt) > self.n_ctx:
+            return
+        fixed = min(fixed, len(prompt) - 1)
+        kept = fixed > 0 and llama.n_tokens >= fixed and \
+            list(llama.input_ids[:fixed]) == prompt[:fixed]
+        start = fixed if kept else 0
+        pieces = [] if kept else ([prompt[:fixed]] if fixed else [])
+        pieces.append(prompt[fixed:len(prompt) - 1])
+        for piece in pieces:
+            for i in range(0, len(piece), llama.n_batch):
+                batch = piece[i:i + llama.n_batch]
+                if batch:
+                    self._decode(batch, start, last_only=True)
+                    llama.input_ids[start:start + len(batch)] = batch
+                    start += len(batch)
+        llama.n_tokens = start
+
+    @cached_property
+    def _formatter(self):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = self._llama
+        eos, bos = llama.token_eos(), llama.token_bos()
+        return Jinja2ChatFormatter(
+            template=llama.metadata["tokenizer.chat_template"],
+            eos_token=llama._model.token_get_text(eos) if eos >= 0 else "",
+            bos_token=llama._model.token_get_text(bos) if bos >= 0 else "",
+            stop_token_ids=[eos])
+
+    def _decode(self, tokens: list[int], n_past: int, last_only: bool = False):
+        """Evaluate `tokens` at positions n_past... (dropping whatever the context held from
+        n_past on) and return their logits, one row per token (the last row alone with
+        last_only)."""
+        import numpy as np
+
+        llama = self._llama
+        ctx = llama._ctx
+        ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llama._batch.set_batch(batch=tokens, n_past=n_past, logits_all=not last_only)
+        ctx.decode(llama._batch)
+        n_rows = 1 if last_only else len(tokens)
+        vocab = llama.n_vocab()
+        if last_only:
+            ptr = ctx.get_logits_ith(len(tokens) - 1)
+        else:
+            ptr = ctx.get_logits()
+        return np.ctypeslib.as_array(ptr, shape=(n_rows * vocab,)).reshape(n_rows, vocab).copy()
 
     def _stream(self, request: dict, params: dict, compiled, on_token: Callable[[str], None],
                 t0: float) -> Generation:

@@ -96,7 +96,9 @@ class Answer:
     citations: tuple[Citation, ...]
     hits: tuple[Hit, ...]
     timings: dict[str, float]
-    method: str = "generated"  # generated | extractive | abstained
+    # generated: the model's words, found in the evidence; chosen: the run of the evidence the
+    # model found likeliest (style "short"); extractive: the evidence quoted; abstained
+    method: str = "generated"
     verification: dict = field(default_factory=dict)
 
 

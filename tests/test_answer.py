@@ -142,3 +142,29 @@ def test_when_questions_need_a_time_not_a_bare_figure(answerer):
     a = answerer.ask("When did Kim preside over the ceremony honoring the returning troops?")
     assert not a.abstained
     assert "last week" in a.answer.lower()
+
+
+def test_short_style_answers_with_a_run_of_the_evidence(seed_settings):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        for question, expected in [
+                ("How many North Korean soldiers have been killed in combat?", "600"),
+                ("Who did Lee Jae Myung meet in Tokyo?", "Ishiba")]:
+            ans = a.ask(question)
+            assert not ans.abstained and ans.method in ("generated", "chosen")
+            body = ans.answer.rsplit(" [", 1)[0]
+            assert expected in body and len(body.split()) <= 6
+            assert body in ans.citations[0].text
+            _check_citations(ans)
+    finally:
+        a.close()
+
+
+def test_an_unknown_answer_style_is_refused(seed_settings):
+    from rag.answer import Answerer
+    from rag.errors import RagError
+
+    with pytest.raises(RagError, match="answer style 'long'"):
+        Answerer(seed_settings.with_(answer_style="long"))

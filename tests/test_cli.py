@@ -86,6 +86,16 @@ def test_ask_prints_answer_and_sources(seed_settings):
     assert "[1]" in r.stdout and "Sources:" in r.stdout and "seeds" in r.stdout
 
 
+def test_ask_style_short_and_a_wrong_style(seed_settings):
+    q = "How many North Korean soldiers have been killed in combat?"
+    r = _run("ask", q, "--json", "--style", "short", "--index", seed_settings.index_dir)
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert "600" in data["answer"] and len(data["answer"].split()) <= 7
+    r = _run("ask", q, "--style", "long", "--index", seed_settings.index_dir)
+    assert r.exit_code == 2 and "long" in r.stderr
+
+
 def test_ask_without_index_fails_with_one_line(tmp_path):
     r = _run("ask", "anything?", "--index", tmp_path / "none")
     assert r.exit_code == 1

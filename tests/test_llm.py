@@ -120,3 +120,32 @@ def test_cached_response_is_streamed_whole(tmp_path):
     finally:
         llm.cache = None
     assert pieces == [first.text] and again.text == first.text
+
+
+def test_an_answer_does_not_depend_on_the_questions_before_it(smollm):
+    # llama.cpp's sums depend on how a prompt is cut into batches; the prompt is evaluated
+    # the same way whatever the context held, so history cannot tip a greedy choice
+    g = ev.SHORT_ANSWER_GRAMMAR
+    smollm._llama.reset()
+    fresh = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
+    smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
+    smollm.score_continuations("answer", _values("How many were deployed?"), ["15,000"])
+    after = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
+    assert after.text == fresh.text
+    # the fixed system message stays evaluated between questions
+    prompt, _, fixed = smollm._prompt_and_end("answer", _values("How many were killed?"))
+    assert 0 < fixed < len(prompt)
+    assert list(smollm._llama.input_ids[:fixed]) == prompt[:fixed]
+
+
+def test_score_continuations_prefers_the_run_that_answers(smollm):
+    values = {"passages": SENTENCES[0], "question": "How many personnel were killed in combat?"}
+    texts = ["600 killed in combat", "Russia", "South Korean intelligence"]
+    scored = smollm.score_continuations("answer", values, texts)
+    # one (end offset, log-probability) per word end, offsets within each text
+    assert [e for e, _ in scored[0]] == [3, 10, 13, 20]
+    assert [e for e, _ in scored[1]] == [6]
+    best = {t[:e]: lp for t, ends in zip(texts, scored) for e, lp in ends}
+    assert all(lp < 0 for lp in best.values())
+    assert max(best, key=best.get).startswith("600")
+    assert best["600"] > max(best["Russia"], best["South Korean intelligence"])
