@@ -50,7 +50,7 @@ NEAR_WEIGHT = 1.0
 QUOTE_WORDS = 25
 
 # A question about something a document says was not disclosed is answered by saying so, when
-# one of this many best sentences says it (3 on seeds/qa.jsonl: two more unanswerable
+# one of this many best sentences says it (3 on seeds/qa.jsonl: no more unanswerable
 # questions caught, two answerable ones lost to a sentence about other missiles).
 WITHHELD_AMONG = 1
 
