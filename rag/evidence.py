@@ -49,6 +49,13 @@ def content_words(text: str) -> set[str]:
             if w not in STOPWORDS}
 
 
+def rarity(words: set[str], docs: list[set[str]]) -> dict[str, float]:
+    """Each word's weight by how rare it is among `docs` (smoothed inverse document frequency):
+    "Beijing" tells more than "North Korea", which every sentence repeats."""
+    return {w: float(np.log((1 + len(docs)) / (1 + sum(w in d for d in docs)))) + 1
+            for w in words}
+
+
 def candidate_sentences(hits: list[Hit]) -> list[tuple[Hit, int, int, str]]:
     seen: set[tuple[str, int, int]] = set()
     out = []
@@ -76,8 +83,7 @@ def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[S
     sims = vecs[1:] @ vecs[0]
     q_words = content_words(question)
     words = [content_words(t) for *_, t in candidates]
-    n = len(candidates)
-    weight = {w: np.log((1 + n) / (1 + sum(w in ws for ws in words))) + 1 for w in q_words}
+    weight = rarity(q_words, words)
     total = sum(weight.values())
     ranked = []
     for (hit, start, end, text), sim, ws in zip(candidates, sims, words):
@@ -359,7 +365,7 @@ def best_figure(question: str, sentence: str, others: list[str]) -> tuple[int, i
         return None
     q_words = content_words(question)
     docs = [content_words(t) for t in others] or [content_words(sentence)]
-    weight = {w: np.log((1 + len(docs)) / (1 + sum(w in d for d in docs))) + 1 for w in q_words}
+    weight = rarity(q_words, docs)
     scored = []
     for m in figures:
         a = max(sentence.rfind(",", 0, m.start()), sentence.rfind(";", 0, m.start())) + 1
@@ -409,7 +415,7 @@ def quote_window(question: str, sentence: str, kind: str, others: list[str],
     parts = clauses(sentence)
     q_words = content_words(question) - QUESTION_FRAME
     docs = [content_words(t) for t in others] or [content_words(sentence)]
-    weight = {w: np.log((1 + len(docs)) / (1 + sum(w in d for d in docs))) + 1 for w in q_words}
+    weight = rarity(q_words, docs)
     best: tuple[float, int, int] | None = None
     for i in range(len(parts)):
         for j in range(i, len(parts)):
