@@ -19,6 +19,10 @@ from rag.config import Settings
 from rag.errors import ModelNotFound, PromptError
 from rag.registry import ModelSpec
 
+# How a prompt is cut into batches (see LLM._prime); part of every cached response's key, as
+# the cut can change what a greedy model says.
+PROMPT_EVALUATION = "system-message, rest, last-token"
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -312,7 +316,8 @@ class LLM:
         except PackageNotFoundError:
             runtime = "unknown"
         return cache_key(model=self.fingerprint, runtime=runtime, n_ctx=self.n_ctx,
-                         request=request, params=params, grammar=grammar)
+                         request=request, params=params, grammar=grammar,
+                         evaluation=PROMPT_EVALUATION if self.can_score else "llama-cpp-python")
 
 
 _cache: dict[tuple[str, int, int], LLM] = {}
