@@ -211,7 +211,8 @@ class Answerer:
             verification["why_replaced"] = "the evidence holds no word the question does not"
             return None
         texts = [chosen.text[a:b] for a, b in starts]
-        scored = self.llm.score_continuations("answer", values, texts)
+        scored = self.llm.score_continuations("answer", values, texts,
+                                              [ev.word_ends(t) for t in texts])
         best: tuple[float, int, int] | None = None
         all_scores: list[float] = []
         for (a, _), ends in zip(starts, scored):

@@ -452,6 +452,7 @@ _WITHHELD = re.compile(
     r"|\b(?:undisclosed|unspecified|unidentified|unnamed|unknown)\b"
     r"|\b(?:was|were|is|are|been|being) (?:not|never) (?:yet )?(?:disclosed|specified|"
     r"revealed|identified|made public|released|known|named)\b", re.I)
+_PASSIVE = ("was", "were", "is", "are", "been", "being")
 # Words that ask for the same thing: a question for the "name" is told "the types were not
 # disclosed".
 _ASKED_ALIKE = [frozenset(g.split()) for g in (
@@ -496,24 +497,25 @@ def withheld(question: str, sentence: str) -> bool:
     if not focus:
         return False
     for m in _WITHHELD.finditer(sentence):
-        # the clause the cue stands in: from the previous clause break to the next one,
-        # where the listed things ("the missile types tested, the location...") run on
         cue = m.group().lower()
+        start = max(sentence.rfind(",", 0, m.start()), sentence.rfind(";", 0, m.start())) + 1
         if cue.startswith("un"):  # "an undisclosed location": the words it qualifies
             scope = " ".join(re.split(r"[,;.]", sentence[m.end():], maxsplit=1)[0].split()[:3])
-        else:
-            a = max(sentence.rfind(",", 0, m.start()), sentence.rfind(";", 0, m.start())) + 1
-            b = len(sentence) if cue.split()[0] in ("did", "didn't", "does", "doesn't", "do",
-                                                    "would", "wouldn't", "declined",
-                                                    "refused", "could", "couldn't",
-                                                    "without") else \
-                next((i for i in (sentence.find(",", m.end()), sentence.find(";", m.end()))
-                      if i >= 0), len(sentence))
-            scope = sentence[a:b]
+        elif cue.split()[0] in _PASSIVE:  # "details of the systems ... were not disclosed"
+            end = next((i for i in (sentence.find(",", m.end()), sentence.find(";", m.end()))
+                        if i >= 0), len(sentence))
+            scope = sentence[start:end]
+        else:  # "did not disclose the missile types tested, the location ...": the list runs on
+            scope = sentence[start:]
         words = set(re.findall(r"[a-z]+", scope.lower()))
         if words & focus:
             return True
     return False
+
+
+def word_ends(text: str) -> list[int]:
+    """Where each word of `text` ends: the places an answer drawn from it may stop."""
+    return [m.end() for m in _WORD.finditer(text)]
 
 
 def span_starts(question: str, sentence: str, max_words: int = 8) -> list[tuple[int, int]]:
@@ -529,8 +531,8 @@ def span_starts(question: str, sentence: str, max_words: int = 8) -> list[tuple[
             continue
         end = w.end()
         for j in range(i + 1, min(len(words), i + max_words)):
-            if _BREAK.search(sentence[words[j - 1].end():words[j].start()]) or \
-                    re.search(r"[,;:]\s", sentence[words[j - 1].end():words[j].start() + 1]):
+            gap = sentence[words[j - 1].end():words[j].start()]
+            if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap):
                 break
             end = words[j].end()
         out.append((w.start(), end))

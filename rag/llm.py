@@ -8,7 +8,6 @@ models) picks chat when the GGUF carries a template.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,7 +105,9 @@ class LLM:
 
         llama = self._llama
         compiled = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
-        self._prime(task, values)
+        if self.can_score:
+            prompt, _, fixed = self._prompt_and_end(task, values)
+            self._prime(prompt, fixed)
         if on_token is not None:
             gen = self._stream(request, params, compiled, on_token, t0)
         else:
@@ -142,30 +143,31 @@ class LLM:
         does: a completion prompt, or a chat template taken from the GGUF's metadata."""
         return not self.chat or self._llama.chat_format == "chat_template.default"
 
-    def score_continuations(self, task: str, values: dict[str, object],
-                            texts: list[str]) -> list[list[tuple[int, float]]]:
-        """How likely the model is to answer with each of `texts`, cut after any of its words:
-        for each text, one (end offset in the text, log-probability) per word end, where the
-        log-probability is that of the text's tokens up to there followed by the end of the
-        answer. The model reads; it writes nothing. (Greedy generation by a 135M model tends to
-        restate the question; asked which run of the evidence it would say, it chooses well.)
+    def score_continuations(self, task: str, values: dict[str, object], texts: list[str],
+                            cuts: list[list[int]]) -> list[list[tuple[int, float]]]:
+        """How likely the model is to answer with each of `texts`, cut at each of its offsets in
+        `cuts`: for each text, one (offset, log-probability) per cut that falls between tokens,
+        where the log-probability is that of the text's tokens up to the cut followed by the
+        end of the answer. The model reads; it writes nothing. (Greedy generation by a 135M
+        model tends to restate the question; asked which run of the evidence it would say, it
+        chooses well.)
 
         The prompt is evaluated once (reusing the context's matching prefix), each text is
         evaluated after it in one batch, and the context is left holding the prompt."""
         import numpy as np
 
         llama = self._llama
-        prompt, end_ids, _ = self._prompt_and_end(task, values)
+        prompt, end_ids, fixed = self._prompt_and_end(task, values)
         if len(prompt) >= self.n_ctx - 8:
             return [[] for _ in texts]
-        self._prime(task, values)
+        self._prime(prompt, fixed)
         # the prompt's last token, alone, as generation evaluates it
         first = self._decode(prompt[-1:], len(prompt) - 1, last_only=True)[0]
         llama.input_ids[len(prompt) - 1] = prompt[-1]
         pieces = [llama.tokenize(t.encode("utf-8"), add_bos=False, special=False)
                   for t in texts]
         out = []
-        for text, toks in zip(texts, pieces):
+        for text, toks, text_cuts in zip(texts, pieces, cuts):
             toks = toks[: self.n_ctx - len(prompt) - 1]
             if not toks:
                 out.append([])
@@ -176,14 +178,13 @@ class LLM:
             logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
             token_lp = np.cumsum(logp[np.arange(len(toks)), toks])
             ends = []
-            for m in re.finditer(r"\w(?:[\w'’\-.,%/:]*\w)?%?", text):
-                head = llama.tokenize(text[:m.end()].encode("utf-8"), add_bos=False,
-                                      special=False)
+            for cut in text_cuts:
+                head = llama.tokenize(text[:cut].encode("utf-8"), add_bos=False, special=False)
                 n = len(head)
                 if n == 0 or n > len(toks) or head != toks[:n]:
-                    continue  # the word's end is not a token boundary here
+                    continue  # the cut is not a token boundary here
                 end_lp = float(np.logaddexp.reduce(logp[n, end_ids]))
-                ends.append((m.end(), float(token_lp[n - 1]) + end_lp))
+                ends.append((cut, float(token_lp[n - 1]) + end_lp))
             out.append(ends)
         llama.n_tokens = len(prompt)
         return out
@@ -221,18 +222,15 @@ class LLM:
         newline = llama.tokenize(b"\n", add_bos=False, special=False)
         return tokens, sorted({llama.token_eos(), *newline[-1:]}), 0
 
-    def _prime(self, task: str, values: dict[str, object]) -> None:
+    def _prime(self, prompt: list[int], fixed: int) -> None:
         """Leave the context holding the prompt less its last token, evaluated the same way
         whatever came before: the fixed system message as one batch (kept from the last
         question when it is already there), the rest as the next. llama-cpp-python then
         evaluates the last token and samples. llama.cpp's sums depend on how a prompt is cut
         into batches, and a greedy choice can tip on them: evaluated this way the same
         question gets the same answer in `rag ask`, `rag eval` and `rag chat`, after any other
-        question. A model whose prompt this cannot reproduce is left to llama-cpp-python."""
-        if not self.can_score:
-            return
+        question. (Only for a prompt _prompt_and_end reproduces exactly: see can_score.)"""
         llama = self._llama
-        prompt, _, fixed = self._prompt_and_end(task, values)
         if len(prompt) < 2 or len(prompt) > self.n_ctx:
             return
         fixed = min(fixed, len(prompt) - 1)

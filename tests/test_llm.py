@@ -129,7 +129,7 @@ def test_an_answer_does_not_depend_on_the_questions_before_it(smollm):
     smollm._llama.reset()
     fresh = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
     smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
-    smollm.score_continuations("answer", _values("How many were deployed?"), ["15,000"])
+    smollm.score_continuations("answer", _values("How many were deployed?"), ["15,000"], [[6]])
     after = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
     assert after.text == fresh.text
     # the fixed system message stays evaluated between questions
@@ -141,7 +141,8 @@ def test_an_answer_does_not_depend_on_the_questions_before_it(smollm):
 def test_score_continuations_prefers_the_run_that_answers(smollm):
     values = {"passages": SENTENCES[0], "question": "How many personnel were killed in combat?"}
     texts = ["600 killed in combat", "Russia", "South Korean intelligence"]
-    scored = smollm.score_continuations("answer", values, texts)
+    scored = smollm.score_continuations("answer", values, texts,
+                                        [ev.word_ends(t) for t in texts])
     # one (end offset, log-probability) per word end, offsets within each text
     assert [e for e, _ in scored[0]] == [3, 10, 13, 20]
     assert [e for e, _ in scored[1]] == [6]
