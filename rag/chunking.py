@@ -178,3 +178,16 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int,
             continue
         chunks.append(Chunk(base, doc.source, a, b, text[a:b], n, page))
     return chunks
+
+
+def neighbour_contexts(text: str, spans: Sequence[tuple[int, int]]) -> list[str]:
+    """For each chunk of `text` (its (start, end), in document order), the text of its
+    neighbours that it does not hold itself: the previous chunk up to where this one starts,
+    and the next chunk from where this one ends. Indexed beside each chunk, so that a question
+    whose words are spread over a passage still finds the chunk that answers it."""
+    out = []
+    for i, (a, b) in enumerate(spans):
+        before = text[min(spans[i - 1][0], a):a] if i else ""
+        after = text[b:max(spans[i + 1][1], b)] if i + 1 < len(spans) else ""
+        out.append(f"{before.strip()}\n{after.strip()}".strip())
+    return out

@@ -30,17 +30,25 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.chunking import neighbour_contexts
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing, StoreError
 from rag.types import Chunk, Document
 
 # 2: documents know the file they came from (JSON Lines records), their pages, url and
 #    metadata; chunks carry their page; chunk ids are unique per document, not overall (two
 #    copies of one file are two documents); row ids are never reused.
-FORMAT_VERSION = 2
+# 3: the full-text index holds each chunk's neighbouring text beside its own (a column of
+#    its own); a format-2 index is upgraded in place on opening, with no re-embedding.
+FORMAT_VERSION = 3
+UPGRADABLE_FROM = 2
 DB_NAME = "rag.sqlite"
 FAISS_NAME = "vectors.faiss"
 
-SCHEMA = """
+# Each chunk's own text, and beside it the text of its neighbours (rag.chunking.
+# neighbour_contexts): a question whose words are spread over a passage finds its chunks.
+FTS_SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, context, "
+              "tokenize='porter unicode61')")
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL,
@@ -54,7 +62,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     n_tokens INTEGER NOT NULL, vector BLOB NOT NULL, page INTEGER,
     UNIQUE (source, chunk_id));
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, tokenize='porter unicode61');
+{FTS_SCHEMA};
 """
 CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
 
@@ -112,6 +120,9 @@ class Store:
     def _check_or_init(self, model: str, fingerprint: str, dimension: int, create: bool) -> None:
         meta = self.meta()
         if meta:
+            if meta.get("format_version") == str(UPGRADABLE_FROM):
+                self._upgrade_full_text()
+                meta = self.meta()
             self._check_format(meta)  # before the schema: an old index may lack its columns
         if create:
             self.db.executescript(SCHEMA)
@@ -132,6 +143,34 @@ class Store:
             raise IndexMismatch(
                 f"{self.dir}/ was written in index format {meta.get('format_version')}, this "
                 f"rag reads format {FORMAT_VERSION}: delete the folder and re-run `rag ingest`")
+
+    def _upgrade_full_text(self) -> None:
+        """Format 2 -> 3, in one transaction: the full-text index is rebuilt with each chunk's
+        neighbouring text. The vectors are untouched, so nothing is embedded again."""
+        try:
+            with self.transaction() as db:
+                if self.meta().get("format_version") != str(UPGRADABLE_FROM):
+                    return  # another process upgraded it meanwhile
+                db.execute("DROP TABLE IF EXISTS chunks_fts")
+                db.execute(FTS_SCHEMA)
+                for source, text in db.execute("SELECT source, text FROM documents").fetchall():
+                    rows = db.execute("SELECT id, start, end, text FROM chunks WHERE source = ? "
+                                      "ORDER BY id", (source,)).fetchall()
+                    contexts = neighbour_contexts(text, [(a, b) for _, a, b, _ in rows])
+                    db.executemany("INSERT INTO chunks_fts (rowid, text, context) "
+                                   "VALUES (?, ?, ?)",
+                                   [(r[0], r[3], c) for r, c in zip(rows, contexts)])
+                db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                           (str(FORMAT_VERSION),))
+        except sqlite3.OperationalError as e:
+            raise IndexMismatch(
+                f"{self.dir}/ was written in index format {UPGRADABLE_FROM} and could not be "
+                f"upgraded to format {FORMAT_VERSION} here ({e}): open it once where it can be "
+                "written, or delete the folder and re-run `rag ingest`") from e
+        try:
+            self._write_manifest_file()
+        except OSError:
+            pass  # the copy for people; the database holds the truth
 
     def _check_model(self, meta: dict[str, str], model: str, fingerprint: str) -> None:
         if meta["embedding_model"] != model or meta["embedding_fingerprint"] != fingerprint:
@@ -247,15 +286,16 @@ class Store:
                      json.dumps(list(doc.pages)) if doc.pages else None, doc.url or None,
                      json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None,
                      time.time()))
-                for chunk, vec in zip(chunks, vectors):
+                contexts = neighbour_contexts(doc.text, [(c.start, c.end) for c in chunks])
+                for chunk, vec, context in zip(chunks, vectors, contexts):
                     cur = db.execute(
                         "INSERT INTO chunks (chunk_id, source, start, end, text, n_tokens, vector,"
                         " page) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (chunk.chunk_id, chunk.source, chunk.start, chunk.end, chunk.text,
                          chunk.n_tokens, np.asarray(vec, dtype=np.float32).tobytes(),
                          chunk.page))
-                    db.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
-                               (cur.lastrowid, chunk.text))
+                    db.execute("INSERT INTO chunks_fts (rowid, text, context) VALUES (?, ?, ?)",
+                               (cur.lastrowid, chunk.text, context))
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
                        "WHERE key = 'generation'")
         self._write_manifest_file()
@@ -320,13 +360,17 @@ class Store:
                               (f'"{word}"',)).fetchone()
         return row is not None
 
-    def lexical_search(self, match_expr: str, limit: int) -> list[tuple[int, float]]:
-        """(rowid, bm25) best first; bm25() in SQLite is lower-is-better, so it is negated."""
+    def lexical_search(self, match_expr: str, limit: int,
+                       context_weight: float = 1.0) -> list[tuple[int, float]]:
+        """(rowid, bm25) best first; bm25() in SQLite is lower-is-better, so it is negated.
+        A chunk's neighbouring text counts context_weight times as much as its own words
+        (FTS5 sums the weighted term counts of both columns over the length of both)."""
         if not match_expr:
             return []
         rows = self.db.execute(
-            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
-            "ORDER BY s LIMIT ?", (match_expr, limit))
+            "SELECT rowid, bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
+            "WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            (context_weight, match_expr, limit))
         return [(r, -s) for r, s in rows]
 
     def faiss_index(self):

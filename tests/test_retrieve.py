@@ -56,3 +56,38 @@ def test_zscore_fusion_weighs_both_lists_and_gives_the_missing_their_lowest():
 def test_rrf_fusion_remains_available():
     fused = fuse([(1, 0.9), (2, 0.5)], [(2, 7.0), (3, 1.0)], "rrf")
     assert max(fused, key=fused.get) == 2
+
+
+def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
+    """The name is in one chunk, the figure asked for in the next: BM25 over the chunk alone
+    prefers another document with the question's other words."""
+    from rag.retrieve import CONTEXT_WEIGHT
+
+    docs = tmp_path / "news"
+    docs.mkdir()
+    (docs / "brewery.txt").write_text(
+        "The Varnholt brewery opened a second site beside the old harbour in Tromso last "
+        "spring, after years of planning and two failed bids. "
+        "Its quarterly revenue rose by forty percent after the opening, and the owners hired "
+        "thirty more staff for the summer season.")
+    (docs / "bakery.txt").write_text(
+        "Quarterly revenue at the regional bakery was flat, its manager said on Monday, as "
+        "flour prices and energy bills stayed high all winter.")
+    for i, topic in enumerate(("ferry timetables", "school meals", "road repairs",
+                               "library hours", "tram fares", "park lighting")):
+        (docs / f"other{i}.txt").write_text(f"The council reviewed {topic} on Monday.")
+    settings = fresh_settings.with_(chunk_tokens=40)
+    ingest([docs], settings)
+    store, emb = open_store(settings)
+    brewery = [c for _, c in store.all_chunks(str(docs / "brewery.txt"))]
+    assert len(brewery) == 2 and "Varnholt" not in brewery[1].text
+    question = "By how much did the quarterly revenue of Varnholt rise?"
+    expr = lexical_query(question)
+    alone = store.lexical_search(expr, 3, context_weight=0.0)
+    first = alone[0][0]
+    assert store.chunks_by_rowid([first])[first].source == str(docs / "bakery.txt")
+    hits = Retriever(store, emb, "lexical").search(question, k=3)
+    assert CONTEXT_WEIGHT > 0
+    assert [h.chunk.text for h in hits] == [brewery[1].text, brewery[0].text,
+                                            store.document_text(str(docs / "bakery.txt"))]
+    store.close()

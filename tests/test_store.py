@@ -117,3 +117,88 @@ def test_ivf_index_finds_what_exact_search_finds():
     _, found = index.search(q, 10)
     assert recall_at(found, ids[exact]) >= IVF_TARGET_RECALL - 0.03
     assert recall_at(ids[exact], ids[exact]) == 1.0
+
+
+def test_neighbour_contexts_hold_what_the_chunk_does_not():
+    from rag.chunking import neighbour_contexts
+
+    text = "One a. Two b. Three c. Four d."
+    # chunks overlapping by one sentence: [One, Two], [Two, Three], [Three, Four]
+    spans = [(0, 13), (7, 22), (14, 30)]
+    assert [text[a:b] for a, b in spans] == ["One a. Two b.", "Two b. Three c.",
+                                             "Three c. Four d."]
+    assert neighbour_contexts(text, spans) == ["Three c.", "One a.\nFour d.", "Two b."]
+    assert neighbour_contexts(text, [(0, 30)]) == [""]
+    assert neighbour_contexts(text, []) == []
+
+
+def test_full_text_index_holds_each_chunks_neighbours(fresh_settings, seed_copy):
+    import sqlite3
+
+    from rag.chunking import neighbour_contexts
+    from rag.store import DB_NAME
+
+    ingest([seed_copy], fresh_settings)
+    db = sqlite3.connect(fresh_settings.index_dir / DB_NAME)
+    for source, text in db.execute("SELECT source, text FROM documents"):
+        rows = db.execute("SELECT c.start, c.end, c.text, f.text, f.context FROM chunks c "
+                          "JOIN chunks_fts f ON f.rowid = c.id WHERE c.source = ? "
+                          "ORDER BY c.id", (source,)).fetchall()
+        assert len(rows) > 1
+        assert [r[3] for r in rows] == [r[2] for r in rows]
+        assert [r[4] for r in rows] == neighbour_contexts(text, [(r[0], r[1]) for r in rows])
+        assert all(r[4] for r in rows)
+    db.close()
+
+
+def _as_format_2(index_dir):
+    """Rewrite an index as format 2 wrote it: the full-text index without the context."""
+    import sqlite3
+
+    from rag.store import DB_NAME
+
+    db = sqlite3.connect(index_dir / DB_NAME)
+    with db:
+        db.execute("DROP TABLE chunks_fts")
+        db.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, "
+                   "tokenize='porter unicode61')")
+        db.execute("INSERT INTO chunks_fts (rowid, text) SELECT id, text FROM chunks")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    db.close()
+
+
+def test_format_2_index_is_upgraded_in_place_without_embedding_again(fresh_settings,
+                                                                      seed_copy):
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    expected = store.lexical_search('"missile" OR "launch"', 10)
+    before = store.manifest()
+    vectors = store.vectors([r for r, _ in expected])
+    store.close()
+    _as_format_2(fresh_settings.index_dir)
+
+    store, emb = open_store(fresh_settings)  # a reader upgrades it
+    assert store.manifest() == before  # same generation, documents and chunks
+    assert store.lexical_search('"missile" OR "launch"', 10) == expected
+    assert (store.vectors([r for r, _ in expected]) == vectors).all()
+    store.close()
+    manifest = json.loads((fresh_settings.index_dir / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert ingest([seed_copy], fresh_settings).n_chunks == 0  # nothing to embed again
+
+
+def test_format_2_index_that_cannot_be_written_names_the_fix(fresh_settings, seed_copy,
+                                                             monkeypatch):
+    import sqlite3
+
+    ingest([seed_copy], fresh_settings)
+    _as_format_2(fresh_settings.index_dir)
+    real_connect = sqlite3.connect
+
+    def read_only(path, *args, **kwargs):  # as a copy on read-only media opens
+        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    with pytest.raises(IndexMismatch, match="format 2 and could not be upgraded.*delete the "
+                                            "folder and re-run `rag ingest`"):
+        open_store(fresh_settings)
