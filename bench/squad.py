@@ -185,28 +185,33 @@ def evidence(settings: Settings, qs) -> dict:
     sentence that fits the kind of answer asked for hold a gold answer, and does the part of it
     the Answerer would quote (rag.evidence.quote_window)? Fast enough to tune ranking on."""
     from rag import evidence as ev
-    from rag.answer import QUOTE_WORDS, WITHHELD_AMONG, Answerer
+    from rag.answer import QUOTE_WORDS, Answerer
     from rag.evaluate import contains_answer, token_f1
 
     answerer = Answerer(settings)
-    sent_ok = quote_ok = withheld = unfit = 0
+    sent_ok = quote_ok = withheld = unfit = other = slots = slot_ok = 0
     f1 = words = 0.0
     t0 = time.perf_counter()
     for q in qs:
         hits = answerer.retrieve(q["question"])
-        kind = ev.answer_kind(q["question"])
         ranked = ev.rank_sentences(q["question"], hits, answerer.embedder)
-        if any(ev.withheld(q["question"], s.text) for s in ranked[:WITHHELD_AMONG]):
-            withheld += 1
+        top, told, verification = answerer.select(q["question"], hits, ranked)
+        kind = verification["answer_kind"]
+        if top is None:
+            if told is not None:
+                withheld += 1
+            elif verification["reason"].startswith("no retrieved sentence holds"):
+                unfit += 1
+            else:
+                other += 1
             continue
-        fitting = [s for s in ranked if ev.fits_kind(s.text, kind)]
-        if not fitting:
-            unfit += 1
-            continue
-        top = fitting[0]
-        a, b = ev.quote_window(q["question"], top.text, kind, [s.text for s in ranked],
-                               QUOTE_WORDS)
         gold = tuple(q["answers"])
+        slot = ev.answer_slot(q["question"], top.text) if kind != "yesno" else None
+        if slot is not None:
+            slots += 1
+            slot_ok += contains_answer(top.text[slot[0]:slot[1]], gold)
+        a, b = ev.quote_window(q["question"], top.text, kind, [s.text for s in ranked],
+                               QUOTE_WORDS, slot)
         sent_ok += contains_answer(top.text, gold)
         quote_ok += contains_answer(top.text[a:b], gold)
         f1 += token_f1(top.text[a:b], gold)
@@ -217,6 +222,7 @@ def evidence(settings: Settings, qs) -> dict:
             "quote_holds_answer": round(quote_ok / n, 4), "quote_f1": round(100 * f1 / n, 2),
             "quote_words_mean": round(words / n, 2),
             "abstained_withheld": withheld, "abstained_no_fitting_sentence": unfit,
+            "abstained_other": other, "answered_by_slot": slots, "slot_holds_answer": slot_ok,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

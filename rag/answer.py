@@ -53,6 +53,9 @@ QUOTE_WORDS = 25
 # one of this many best sentences says it (3 on seeds/qa.jsonl: no more unanswerable
 # questions caught, two answerable ones lost to a sentence about other missiles).
 WITHHELD_AMONG = 1
+# A question leaving its preposition hanging is answered from the first of this many best
+# fitting sentences that has something where the preposition points (rag.evidence.answer_slot).
+SLOT_AMONG = 3
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
 
@@ -103,34 +106,10 @@ class Answerer:
         hits = self.retrieve(question, k)
         sentences = ev.rank_sentences(question, hits, self.embedder)
         t1 = time.perf_counter()
-        kind = ev.answer_kind(question)
-        best = sentences[0] if sentences else None
-        verification: dict = {"answer_kind": kind}
-        if best is not None:
-            verification.update(best_similarity=round(best.similarity, 4),
-                                best_score=round(best.score, 4))
-        th = self.thresholds
-        if best is None or best.similarity < th.min_similarity or best.score < th.min_score:
-            verification["reason"] = "no passage is close enough to the question"
-            return self._abstain(question, hits, verification, t0, t1)
-        unseen = ev.unseen_words(question, hits, self.embedder, self.store.mentions,
-                                 th.unseen_word_cosine)
-        if unseen:
-            verification["unseen_words"] = unseen
-            verification["reason"] = ("no document mentions " +
-                                      ", ".join(f"“{w}”" for w in unseen))
-            return self._abstain(question, hits, verification, t0, t1)
-        told = next((s for s in sentences[:WITHHELD_AMONG] if ev.withheld(question, s.text)),
-                    None)
-        if told is not None:
-            verification["reason"] = "the documents say this was not made known"
-            verification["withheld"] = told.text
+        chosen, told, verification = self.select(question, hits, sentences)
+        if chosen is None:
             return self._abstain(question, hits, verification, t0, t1, told)
-        fitting = [s for s in sentences if ev.fits_kind(s.text, kind)]
-        if not fitting:
-            verification["reason"] = f"no retrieved sentence holds a {kind}"
-            return self._abstain(question, hits, verification, t0, t1)
-        chosen = fitting[0]
+        kind = verification["answer_kind"]
 
         passage = next((h.chunk.text for h in hits if h.chunk.chunk_id == chosen.chunk_id), "")
         if ev.reads_as_instructions(passage):
@@ -153,6 +132,46 @@ class Answerer:
         return Answer(question=question, answer=f"{text} [1]", abstained=False,
                       citations=(citation,), hits=tuple(hits),
                       timings=_timings(t0, t1, t2), method=method, verification=verification)
+
+    def select(self, question: str, hits: list[Hit], sentences: list[ev.Sentence]
+               ) -> tuple[ev.Sentence | None, ev.Sentence | None, dict]:
+        """The evidence sentence to answer from, or None and why not (in verification
+        ["reason"]; with the sentence that says the thing asked was not made known, when one
+        does). Used by ask and by bench/squad.py, so both choose alike."""
+        kind = ev.answer_kind(question)
+        best = sentences[0] if sentences else None
+        verification: dict = {"answer_kind": kind}
+        if best is not None:
+            verification.update(best_similarity=round(best.similarity, 4),
+                                best_score=round(best.score, 4))
+        th = self.thresholds
+        if best is None or best.similarity < th.min_similarity or best.score < th.min_score:
+            verification["reason"] = "no passage is close enough to the question"
+            return None, None, verification
+        unseen = ev.unseen_words(question, hits, self.embedder, self.store.mentions,
+                                 th.unseen_word_cosine)
+        if unseen:
+            verification["unseen_words"] = unseen
+            verification["reason"] = ("no document mentions " +
+                                      ", ".join(f"“{w}”" for w in unseen))
+            return None, None, verification
+        told = next((s for s in sentences[:WITHHELD_AMONG] if ev.withheld(question, s.text)),
+                    None)
+        if told is not None:
+            verification["reason"] = "the documents say this was not made known"
+            verification["withheld"] = told.text
+            return None, told, verification
+        fitting = [s for s in sentences if ev.fits_kind(s.text, kind)]
+        if not fitting:
+            verification["reason"] = f"no retrieved sentence holds a {kind}"
+            return None, None, verification
+        # a question that leaves its preposition hanging ("praised as", "ties with") is
+        # answered by the sentence that has something in that place, among the best few
+        slotted = next((s for s in fitting[:SLOT_AMONG] if ev.answer_slot(question, s.text)),
+                       None)
+        if slotted is not None:
+            return slotted, None, verification
+        return fitting[0], None, verification
 
     def _phrase(self, question: str, chosen: ev.Sentence, sentences: list[ev.Sentence],
                 kind: str, verification: dict,
@@ -190,6 +209,20 @@ class Answerer:
             replaced = "the model's answer is a sentence, not a phrase"
             span = None
         verification["checks"] = {"supported_by_passage": span is not None}
+        slot = ev.answer_slot(question, chosen.text)
+        if slot is not None:
+            # what stands where the question's hanging preposition points ("praised them as
+            # “great patriots”") is the answer: the model's words must agree with it
+            verification["answer_slot"] = chosen.text[slot[0]:slot[1]]
+            if span is not None and span[0] < slot[1] and slot[0] < span[1]:
+                return chosen.text[slot[0]:slot[1]], "generated"
+            if self.settings.answer_style == "short":
+                verification["replaced"] = "the model's words are not where the question points"
+                return chosen.text[slot[0]:slot[1]], "extractive"
+            verification["replaced"] = ("the model's words are not where the question points: "
+                                        "quoting the evidence there instead")
+            return self._quote(question, chosen, sentences, kind, verification, slot), \
+                "extractive"
         if span is not None:
             return chosen.text[span[0]:span[1]], "generated"
         if self.settings.answer_style == "short" and self.llm.can_score:
@@ -237,10 +270,11 @@ class Answerer:
         return best[1], best[2]
 
     def _quote(self, question: str, chosen: ev.Sentence, sentences: list[ev.Sentence],
-               kind: str, verification: dict) -> str:
-        """The evidence sentence in its own words; of a long one, the clauses that answer."""
+               kind: str, verification: dict, must: tuple[int, int] | None = None) -> str:
+        """The evidence sentence in its own words; of a long one, the clauses that answer (and
+        hold `must`, when given)."""
         a, b = ev.quote_window(question, chosen.text, kind, [s.text for s in sentences],
-                               QUOTE_WORDS)
+                               QUOTE_WORDS, must)
         if (a, b) != (0, len(chosen.text)):
             verification["quoted_part"] = [a, b]
         return chosen.text[a:b]

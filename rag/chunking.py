@@ -19,8 +19,14 @@ _WORD = re.compile(r"\S+")
 
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before white space,
 # or at a line break. Abbreviations like "U.S." stay whole: the next word must not be lower case.
-_SENTENCE_END = re.compile(r"""[.!?]["'”’)\]]*\s+(?=["'“‘(\[]?[A-Z0-9])|\n\s*""")
-_ABBREVIATIONS = re.compile(r"\b(?:[A-Z]\.){1,3}$|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Gen|Lt|Col|No|vs)\.$")
+# Hasty text starts sentences in lower case too ("... for Russian assistance. in November, ..."):
+# a full stop after a plain lower-case word of three or more letters ends one whatever follows,
+# unless that word is an abbreviation ("etc.", "approx.").
+_SENTENCE_END = re.compile(r"""[.!?]["'”’)\]]*\s+(?=["'“‘(\[]?[A-Z0-9])|\n\s*"""
+                           r"""|(?<=[a-z]{3})\.\s+(?=[a-z])""")
+_ABBREVIATIONS = re.compile(r"\b(?:[A-Z]\.){1,3}$|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Gen|Lt|Col|No|vs)\.$"
+                            r"|(?i:\b(?:etc|approx|esp|incl|dept|est|fig|figs|vol|ibid|sept|corp|ltd|"
+                            r"govt|bros|mfg|misc|cont|pts)\.$)")
 _ABBREVIATION_TAIL = 12  # longer than any abbreviation above, so the window start never matters
 
 

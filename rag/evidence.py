@@ -402,14 +402,15 @@ def clauses(sentence: str) -> list[tuple[int, int]]:
 
 
 def quote_window(question: str, sentence: str, kind: str, others: list[str],
-                 max_words: int) -> tuple[int, int]:
+                 max_words: int, must: tuple[int, int] | None = None) -> tuple[int, int]:
     """The part of `sentence` to quote as an answer: the whole of it when it is short, else the
     run of whole clauses of at most `max_words` words that holds most of what the question asks
     (its words weighted by rarity among the retrieved sentences, as best_figure does), gives
     the kind of answer asked for and says something the question does not. A long quotation
     leaves the reader to find the answer in it; the clause that speaks of the question's
     subject is where the answer is. (SQuAD even-300, first fitting sentence: it holds the
-    answer 68%; its quoted part at 25 words 57% in 17 words on average, 60% at 30 words.)"""
+    answer 68%; its quoted part at 25 words 57% in 17 words on average, 60% at 30 words.)
+    A window must hold sentence[must[0]:must[1]] when `must` is given (the answer slot)."""
     if len(sentence.split()) <= max_words:
         return 0, len(sentence)
     parts = clauses(sentence)
@@ -426,6 +427,8 @@ def quote_window(question: str, sentence: str, kind: str, others: list[str],
                 break
             if not fits_kind(text, kind) or not adds_information(text, question):
                 continue
+            if must is not None and not (a <= must[0] and must[1] <= b):
+                continue
             # each word of the window costs a little: a clause joins only for what it adds
             score = sum(weight[w] for w in q_words & content_words(text)) - 0.01 * n_words
             if best is None or score > best[0]:
@@ -436,6 +439,8 @@ def quote_window(question: str, sentence: str, kind: str, others: list[str],
             a, b = words[i][0], words[min(len(words), i + max_words) - 1][1]
             text = sentence[a:b]
             score = sum(weight[w] for w in q_words & content_words(text))
+            if must is not None and not (a <= must[0] and must[1] <= b):
+                score -= 1000.0  # only when no window of max_words words holds it
             if best is None or score > best[0]:
                 best = (score, a, b)
     assert best is not None
@@ -554,3 +559,74 @@ def distance_to_question(question: str, sentence: str, start: int, end: int) -> 
         if (i < first or i > last) and _norm(w.group()) in q_words:
             best = min(best, first - i - 1 if i < first else i - last - 1)
     return best
+
+
+# -- the place a question leaves for its answer ------------------------------------------------
+
+# A preposition a question leaves hanging, its object being what is asked: "praised as ...",
+# "closer ties with ...", "what did the Broncos lose to?"
+_PREPOSITIONS = frozenset("""as with to for from by of about into onto on in at against toward
+towards after over under between among through like than upon""".split())
+
+
+# the object of the preposition ends where another phrase begins
+_SLOT_ENDS = _PREPOSITIONS | {"and", "or", "but", "which", "who", "that", "while", "when",
+                              "where", "because", "after", "before"}
+
+
+def dangling(question: str) -> list[tuple[str, str]]:
+    """(word, preposition) for each preposition `question` leaves without its object, with the
+    content word before it: "What were the soldiers praised as at the ceremony?" ->
+    [("praised", "as")]; "Which country has Kim cultivated ties with?" -> [("ties", "with")]."""
+    names = {w.lower() for w in re.findall(r"(?<!^)\b[A-Z][\w'’-]*", question.strip())}
+    words = re.findall(r"[\w'’-]+|[?.!,;]", question.lower())
+    out = []
+    for i in range(1, len(words)):
+        prep, before = words[i], words[i - 1]
+        after = words[i + 1] if i + 1 < len(words) else "?"
+        if prep not in _PREPOSITIONS or before in STOPWORDS or before in _PREPOSITIONS:
+            continue
+        if before in names:  # "Which plateau is the left part of Warsaw on?": not "Warsaw on"
+            continue
+        if after in ("?", ".", "!", ",", ";") or after in _PREPOSITIONS:
+            out.append((before, prep))
+    return out
+
+
+def answer_slot(question: str, sentence: str, max_words: int = 8) -> tuple[int, int] | None:
+    """The run of `sentence` that stands where the question's hanging preposition points:
+    "praised as" in the question, "praised them as “great patriots,” and ..." in the sentence
+    -> "great patriots". The run starts after the same preposition at most two words after the
+    same word, and ends at a clause break, quotation mark or the next preposition; None when
+    the sentence has no such place or what stands there the question already says.
+    SQuAD even-1000: 24 questions answered so, the slot holding the answer in 14; seeds: q20
+    "great patriots" (the model said "hero") and q22 "Russia" right."""
+    slots = dangling(question)
+    if not slots:
+        return None
+    words = list(_WORD.finditer(sentence))
+    norms = [_norm(w.group()) for w in words]
+    for head, prep in slots:
+        heads = {_norm(f) for f in _forms(head)} | {_norm(head)}
+        for i, n in enumerate(norms):
+            if n not in heads:
+                continue
+            for j in range(i + 1, min(len(words) - 1, i + 4)):
+                gap = sentence[words[j - 1].end():words[j].start()]
+                if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap):
+                    break
+                if words[j].group().lower() != prep:
+                    continue
+                start = words[j + 1].start()
+                end = words[j + 1].end()
+                for k in range(j + 2, min(len(words), j + 1 + max_words)):
+                    gap = sentence[words[k - 1].end():words[k].start()]
+                    if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap) or \
+                            words[k].group().lower() in _SLOT_ENDS:
+                        break
+                    end = words[k].end()
+                text = sentence[start:end]
+                if adds_information(text, question):
+                    return start, end
+                break
+    return None

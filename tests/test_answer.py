@@ -168,3 +168,17 @@ def test_an_unknown_answer_style_is_refused(seed_settings):
 
     with pytest.raises(RagError, match="answer style 'long'"):
         Answerer(seed_settings.with_(answer_style="long"))
+
+
+@pytest.mark.parametrize("question, expected", [
+    # the model says "hero"; the sentence praised them as "great patriots"
+    ("What were the soldiers praised as at the ceremony?", "great patriots"),
+    # the best-scoring sentence names Kim but has nothing where "ties with" points
+    ("Which country has Kim Jong Un cultivated closer military ties with?", "Russia"),
+])
+def test_a_hanging_preposition_points_at_the_answer(answerer, question, expected):
+    a = answerer.ask(question)
+    assert not a.abstained
+    assert a.verification["answer_slot"] == expected
+    assert expected in a.answer and expected in a.citations[0].text
+    _check_citations(a)

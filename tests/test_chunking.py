@@ -25,6 +25,14 @@ def test_abbreviation_does_not_end_a_sentence():
         "He met Dr. Kim in the U.S. Army base.", "Then he left."]
 
 
+def test_a_sentence_begun_in_lower_case_is_still_a_sentence():
+    # seeds/002: "... as potential areas for Russian assistance. in November, South Korea's ..."
+    text = ("Experts pointed to areas for assistance. in November, officials said so. "
+            "Acme Corp. said it, etc. and more. At 9 a.m. on Monday, Smith et al. found it.")
+    assert [text[a:b] for a, b in split_sentences(text)] == [
+        "Experts pointed to areas for assistance.", "in November, officials said so.",
+        "Acme Corp. said it, etc. and more.", "At 9 a.m. on Monday, Smith et al. found it."]
+
 def test_seed_chunks_are_exact_slices_within_the_token_limit():
     emb = _embedder()
     for path in sorted(SEEDS.glob("*.txt")):

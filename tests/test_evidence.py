@@ -189,3 +189,34 @@ _RUSSIA = ("South Korea’s previous government stated that Russia had already s
 ])
 def test_withheld_reads_what_a_sentence_says_was_not_disclosed(question, sentence, told):
     assert ev.withheld(question, sentence) is told
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("What were the soldiers praised as at the ceremony?", [("praised", "as")]),
+    ("Which country has Kim Jong Un cultivated closer military ties with?", [("ties", "with")]),
+    ("What did the Broncos lose to?", [("lose", "to")]),
+    ("What is the name of the stadium?", []),  # "of the": the object is there
+    ("In which city did they meet?", []),
+])
+def test_dangling_finds_the_preposition_a_question_leaves_without_its_object(question, expected):
+    assert ev.dangling(question) == expected
+
+
+@pytest.mark.parametrize("question, sentence, slot", [
+    ("What were the soldiers praised as at the ceremony?",
+     "Last week, he awarded “hero” titles to soldiers, praised them as “great patriots,” and "
+     "placed medals beside 101 portraits.", "great patriots"),
+    ("Which country has Kim cultivated closer military ties with?",
+     "Instead, Kim has leaned heavily on closer ties with Russia, pursuing a foreign policy.",
+     "Russia"),
+    ("What did the Broncos lose to in 2014?",  # an irregular verb; the run stops at "in"
+     "In 2014 the Broncos lost to the Seattle Seahawks in Super Bowl XLVIII.",
+     "the Seattle Seahawks"),
+    ("Which country has Kim cultivated closer military ties with?",  # no such place
+     "North Korean leader Kim Jong Un has overseen the launch of two missiles.", None),
+    ("What were the soldiers praised as?",  # what stands there the question already says
+     "The soldiers were praised as soldiers.", None),
+])
+def test_answer_slot_is_what_stands_where_the_preposition_points(question, sentence, slot):
+    span = ev.answer_slot(question, sentence)
+    assert (sentence[span[0]:span[1]] if span else None) == slot
