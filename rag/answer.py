@@ -45,6 +45,9 @@ ANSWER_STYLES = ("quote", "short")
 # the run has for a question-less prompt (37.6; seeds 48% right against 57%), choosing only
 # within the quoted clauses (31.9). Choosing only when the model's own words fail: F1 40.0.
 NEAR_WEIGHT = 1.0
+# and less this times log(1 + the words between it and the noun the question asks about
+# ("What kind of missiles": "missiles"; rag.evidence.focus), when the sentence holds it.
+FOCUS_WEIGHT = 1.0
 # A quoted answer is the evidence sentence, or when that runs longer than this, the run of its
 # clauses that speaks of what the question asks (rag.evidence.quote_window).
 QUOTE_WORDS = 25
@@ -56,6 +59,9 @@ WITHHELD_AMONG = 1
 # A question leaving its preposition hanging is answered from the first of this many best
 # fitting sentences that has something where the preposition points (rag.evidence.answer_slot).
 SLOT_AMONG = 3
+# A question asking for a name is answered from the first of this many best fitting sentences
+# that gives one (rag.evidence.gives_name); when none does, rag abstains.
+NAME_AMONG = 3
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
 
@@ -165,6 +171,13 @@ class Answerer:
         if not fitting:
             verification["reason"] = f"no retrieved sentence holds a {kind}"
             return None, None, verification
+        named = ev.name_asked(question)
+        if named is not None:  # "What is the name of the missiles ...": a name, next to them
+            fitting = [s for s in fitting[:NAME_AMONG] if ev.gives_name(question, s.text)]
+            if not fitting:
+                verification["reason"] = f"no retrieved sentence gives the {named}’ name" \
+                    if named.endswith("s") else f"no retrieved sentence gives the {named}’s name"
+                return None, None, verification
         # a question that leaves its preposition hanging ("praised as", "ties with") is
         # answered by the sentence that has something in that place, among the best few
         slotted = next((s for s in fitting[:SLOT_AMONG] if ev.answer_slot(question, s.text)),
@@ -248,6 +261,11 @@ class Answerer:
                                               [ev.word_ends(t) for t in texts])
         best: tuple[float, int, int] | None = None
         all_scores: list[float] = []
+        head, qualifier = ev.focus(question), ev.asks_kind_of(question)
+        # when the sentence names the noun asked about, a run far from it (or, asked what kind,
+        # not before it) is discounted as if a sentence's length away
+        head_words = len(ev.word_ends(chosen.text)) if head is not None and FOCUS_WEIGHT and \
+            ev.holds_word(chosen.text, head) else 0
         for (a, _), ends in zip(starts, scored):
             for end, logp in ends:
                 span = chosen.text[a:a + end]
@@ -255,6 +273,9 @@ class Answerer:
                     continue
                 score = logp - NEAR_WEIGHT * np.log1p(ev.distance_to_question(
                     question, chosen.text, a, a + end))
+                if head_words:
+                    d = ev.distance_to_word(head, chosen.text, a, a + end, qualifier)
+                    score -= FOCUS_WEIGHT * np.log1p(head_words if d is None else d)
                 all_scores.append(score)
                 if best is None or score > best[0]:
                     best = (score, a, a + end)

@@ -630,3 +630,156 @@ def answer_slot(question: str, sentence: str, max_words: int = 8) -> tuple[int, 
                     return start, end
                 break
     return None
+
+
+# -- the thing a question asks about -----------------------------------------------------------
+
+_AUX = r"(?:did|do|does|was|were|is|are|has|have|had|will|would|can|could|should|may|might)"
+_LEAD = r"^(?:in |on |at |from |to |for |by |with |of |into |about )?(?:what|which)\s+"
+_NP_WORD = r"[\w'’.-]+"
+_HEADS = [
+    # "What kind of missiles did ...", "What type of ballistic missile did ..."
+    re.compile(_LEAD + r"(?:kinds?|types?|sorts?|forms?|class(?:es)?)\s+of\s+(?:" + _NP_WORD +
+               r"\s+){0,3}?(" + _NP_WORD + r")\s+(?:" + _AUX + r"|\w+ed)\b"),
+    # "Which Russian president's forces has ...": the one whose forces
+    re.compile(_LEAD + r"(?:" + _NP_WORD + r"\s+){0,3}?([\w-]+)['’]s?\s+" + _NP_WORD + r"\s+"
+               + _AUX + r"\b"),
+    # "Which country has ...", "In which military systems is ...", "Which agency reported"
+    re.compile(_LEAD + r"(?:" + _NP_WORD + r"\s+){0,3}?(" + _NP_WORD + r")\s+(?:" + _AUX +
+               r"|\w+ed)\b"),
+    # "What is the name of the stadium ...": the stadium
+    re.compile(r"^(?:what|which)\s+(?:is|was|are|were)\s+the\s+(?:name|names|title|term)\s+of\s+"
+               r"(?:the\s+|a\s+|an\s+)?(?:" + _NP_WORD + r"\s+){0,2}?(" + _NP_WORD +
+               r")(?:\s*\?|\s*$|\s+(?:that|which|who|where|in|of|for|at|on|to|[a-z]+ed)\b)"),
+    # "Who is the president of South Korea?"
+    re.compile(r"^(?:who|what)\s+(?:is|was|are|were)\s+the\s+(?:" + _NP_WORD + r"\s+){0,2}?("
+               + _NP_WORD + r")\s+(?:of|for|in|at|on|to|that|who|which)\b"),
+]
+# words that frame what is asked rather than name it
+_NOT_FOCUS = frozenset("kind kinds type types sort sorts form forms name names many much "
+                       "one ones".split())
+
+
+def focus(question: str) -> str | None:
+    """The noun a wh- question asks about, which the answer names or qualifies and stands
+    next to: "What kind of missiles did ..." -> "missiles"; "Who is the president of South
+    Korea?" -> "president"; "Which Russian president's forces ..." -> "president"."""
+    q = question.strip().lower()
+    for i, pattern in enumerate(_HEADS):
+        m = pattern.match(q)
+        if m:
+            lead = q[:m.start(1)].split()[1:]
+            if i < 3 and any(re.fullmatch(_AUX, w) for w in lead):  # "what were the ..."
+                continue
+            word = m.group(1).strip(".")
+            if word in STOPWORDS or word in _NOT_FOCUS:
+                return None
+            return word
+    return None
+
+
+def holds_word(sentence: str, word: str) -> bool:
+    return _norm(word) in _norm_words(sentence)
+
+
+def asks_kind_of(question: str) -> bool:
+    """ "What kind of missiles ...": the answer qualifies the noun, standing before it."""
+    return _HEADS[0].match(question.strip().lower()) is not None
+
+
+def distance_to_word(word: str, sentence: str, start: int, end: int,
+                     before_only: bool = False) -> int | None:
+    """Words between the run sentence[start:end] and the nearest occurrence of `word` (0 when
+    adjacent or when the run ends on it); None when the sentence does not hold it (after the
+    run, with before_only: the run must come before the word, as a qualifier does)."""
+    target = _norm(word)
+    words = list(_WORD.finditer(sentence))
+    inside = [i for i, w in enumerate(words) if start <= w.start() and w.end() <= end]
+    if not inside:
+        return None
+    first, last = inside[0], inside[-1]
+    if _norm(words[last].group()) == target:
+        return 0
+    best = None
+    for i, w in enumerate(words):
+        if before_only and i < first:
+            continue
+        if (i < first or i > last) and _norm(w.group()) == target:
+            d = first - i - 1 if i < first else i - last - 1
+            best = d if best is None else min(best, d)
+    return best
+
+
+# -- a question asking for a name ---------------------------------------------------------------
+
+_NAME_QUESTION = re.compile(
+    r"^(?:what|which)\s+(?:is|was|are|were)\s+the\s+(?:names?|designations?|titles?)"
+    r"(?:\s+or\s+\w+)?\s+of\s+(?:the\s+|a\s+|an\s+)?([^?]*)", re.I)
+_NAME_STOP = re.compile(r"\b(?:that|which|who|whom|where|when|in|on|at|for|to|by|from|with|"
+                        r"during|is|was|are|were|did|does|do|has|have|had)\b")
+
+
+def name_asked(question: str) -> str | None:
+    """The noun whose name a question asks for: "What is the name or designation of the new
+    anti-air missiles North Korea tested?" -> "missiles"; "What is the name of the stadium
+    where ..." -> "stadium". The noun is the last word of its phrase, before a clause, a
+    preposition or a capitalised name."""
+    m = _NAME_QUESTION.match(question.strip())
+    if not m:
+        return None
+    phrase = _NAME_STOP.split(m.group(1), maxsplit=1)[0]
+    head = None
+    for w in re.findall(r"[\w'’-]+", phrase):
+        if w[:1].isupper() and head is not None:
+            break
+        head = w.lower()
+    return head if head and head not in STOPWORDS else None
+
+
+def _headline(sentence: str) -> bool:
+    """Whether a sentence reads as a headline (no closing full stop, most of its longer words
+    capitalised): its capitals then tell nothing of what is a name."""
+    if re.search(r"[.!?][”\"’')\]]*$", sentence.rstrip()):
+        return False
+    longer = [w for w in re.findall(r"[A-Za-z][\w'’-]*", sentence) if len(w) >= 4]
+    return bool(longer) and sum(w[0].isupper() for w in longer) / len(longer) >= 0.5
+
+
+def gives_name(question: str, sentence: str, reach: int = 6) -> bool:
+    """Whether `sentence` can answer a question asking for a name: when it mentions the thing
+    named, a name (a capitalised word that does not begin the sentence, a word with a digit,
+    or a quoted term) the question does not hold stands within `reach` words of it in its
+    clause; when it does not mention it, anywhere. True for questions that ask for no name."""
+    head = name_asked(question)
+    if head is None:
+        return True
+    q_words = set(_norm_words(question))
+    words = list(_WORD.finditer(sentence))
+    capitals_tell = not _headline(sentence)
+    quoted = [(m.start(), m.end()) for m in re.finditer(r"[“\"‘][^”\"’]{1,60}[”\"’]", sentence)]
+
+    def is_name(i: int) -> bool:
+        w = words[i]
+        text = w.group()
+        if _norm(text) in q_words or _norm(text) in SPAN_STOPWORDS:
+            return False
+        if any(ch.isdigit() for ch in text) or any(a <= w.start() < b for a, b in quoted):
+            return True
+        return capitals_tell and i > 0 and text[:1].isupper()
+
+    def near(i: int) -> list[int]:  # the words within reach, in the same clause
+        out = []
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < len(words) and abs(j - i) <= reach:
+                left, right = (j - 1, j) if step > 0 else (j, j + 1)
+                if _CLAUSE_BREAK.search(sentence[words[left].end():words[right].start()]):
+                    break
+                out.append(j)
+                j += step
+        return out
+
+    at = [i for i, w in enumerate(words) if _norm(w.group()) == _norm(head)]
+    if not at:
+        return any(is_name(i) for i in range(len(words)))
+    return any(is_name(j) for i in at for j in near(i))

@@ -182,3 +182,23 @@ def test_a_hanging_preposition_points_at_the_answer(answerer, question, expected
     assert a.verification["answer_slot"] == expected
     assert expected in a.answer and expected in a.citations[0].text
     _check_citations(a)
+
+
+def test_a_name_no_sentence_gives_is_not_answered(answerer):
+    # the seed articles call them "new anti-air missiles" and never name them
+    a = answerer.ask("What is the name or designation of the new anti-air missiles North Korea "
+                     "tested?")
+    assert a.abstained
+    assert "gives the missiles’ name" in a.answer
+
+
+def test_short_style_picks_the_qualifier_of_what_a_kind_question_asks_about(seed_settings):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask("What kind of missiles did North Korea test?")
+        assert "anti-air" in ans.answer
+        _check_citations(ans)
+    finally:
+        a.close()

@@ -220,3 +220,60 @@ def test_dangling_finds_the_preposition_a_question_leaves_without_its_object(que
 def test_answer_slot_is_what_stands_where_the_preposition_points(question, sentence, slot):
     span = ev.answer_slot(question, sentence)
     assert (sentence[span[0]:span[1]] if span else None) == slot
+
+
+@pytest.mark.parametrize("question, head", [
+    ("What kind of missiles did North Korea test?", "missiles"),
+    ("What type of ballistic missile did North Korea launch in January?", "missile"),
+    ("Which news agency reported the missile test?", "agency"),
+    ("In which military systems is North Korea described as outdated?", "systems"),
+    ("Which Russian president's forces has North Korea sent troops to aid?", "president"),
+    ("Which U.S. president is Lee Jae Myung due to meet?", "president"),
+    ("Who is the president of South Korea?", "president"),
+    ("What is the name of the stadium where Super Bowl 50 was played?", "stadium"),
+    ("What were the soldiers praised as at the ceremony?", None),  # "were" is no noun
+    ("How many soldiers received hero titles?", None),
+    ("When did Kim condemn the drills?", None),
+])
+def test_focus_is_the_noun_a_question_asks_about(question, head):
+    assert ev.focus(question) == head
+
+
+def test_distance_to_the_asked_noun_and_a_qualifier_before_it():
+    s = "Officials said an intermediate-range ballistic missile was tipped with a warhead."
+    run = s.index("intermediate-range"), s.index(" ballistic")
+    assert ev.distance_to_word("missile", s, *run) == 1  # "ballistic" between
+    assert ev.distance_to_word("missile", s, run[0], s.index(" was")) == 0  # ends on it
+    after = s.index("tipped"), s.index(" with")
+    assert ev.distance_to_word("missile", s, *after) == 1
+    assert ev.distance_to_word("missile", s, *after, before_only=True) is None
+    assert ev.distance_to_word("rocket", s, *run) is None
+    assert ev.holds_word(s, "missiles") and not ev.holds_word(s, "rocket")
+    assert ev.asks_kind_of("What type of ballistic missile did they launch?")
+    assert not ev.asks_kind_of("Which missile did they launch?")
+
+
+@pytest.mark.parametrize("question, head", [
+    ("What is the name or designation of the new anti-air missiles North Korea tested?",
+     "missiles"),
+    ("What is the name of the stadium where Super Bowl 50 was played?", "stadium"),
+    ("What was the name of Bohemond's nephew?", "nephew"),
+    ("What is the name given to the input string of a problem?", None),  # a term, not a name
+    ("Which stadium hosted the game?", None),
+])
+def test_name_asked_is_the_noun_whose_name_is_asked(question, head):
+    assert ev.name_asked(question) == head
+
+
+def test_a_name_must_stand_by_what_it_names_in_its_clause():
+    q = "What is the name of the new anti-air missiles North Korea tested?"
+    assert not ev.gives_name(q, "North Korea Tests New Anti-Air Missiles amidst Deepening "
+                                "Russia Ties")  # a headline's capitals name nothing
+    assert not ev.gives_name(q, "Kim oversaw the test of two new air defence missiles, "
+                                "signaling yet another step in Pyongyang’s buildup.")
+    assert ev.gives_name(q, "It tested the new Pantsir-2 missiles on Monday.")
+    assert ev.gives_name(q, "It tested missiles it calls “Lightning”.")
+    stadium = "What is the name of the stadium in San Francisco Bay Area?"
+    assert ev.gives_name(stadium, "The game was played at Levi's Stadium in the San "
+                                  "Francisco Bay Area at Santa Clara, California.")
+    assert ev.gives_name("Who won?", "anything at all")  # no name asked
