@@ -123,12 +123,13 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], batch_size: int = 64,
               progress: Callable[[int], None] | None = None,
-              bulk: bool = False) -> np.ndarray:
+              bulk: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text. `bulk`: many texts (ingest), use
-        sentence-transformers whatever the count."""
+        sentence-transformers whatever the count. `lengths`: each text's length in tokens,
+        when known (chunks carry theirs), to batch texts of like lengths."""
         if not bulk and progress is None and len(texts) <= NUMPY_MAX_TEXTS:
             return self._embed_memo(texts)
-        return self._embed(texts, batch_size, progress, bulk)
+        return self._embed(texts, batch_size, progress, bulk, lengths)
 
     def _embed_memo(self, texts: Sequence[str]) -> np.ndarray:
         memo = self._memo
@@ -148,13 +149,16 @@ class Embedder:
 
     def _embed(self, texts: Sequence[str], batch_size: int = 64,
                progress: Callable[[int], None] | None = None,
-               bulk: bool = False) -> np.ndarray:
+               bulk: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
         if self.engine_for(len(texts), bulk or progress is not None) == "numpy":
             return self._numpy_model.encode(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         # longest first, as sentence-transformers orders one call: batches of like lengths
-        # carry little padding, whichever slice of the list this call is given
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # carry little padding, whichever slice of the list this call is given. By tokens when
+        # known: characters per token vary, and padding is counted in tokens (600 SQuAD
+        # chunks, one thread: 15.8 s against 18.4 s sorted by characters)
+        size = lengths if lengths is not None else [len(t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -size[i])
         model = self._model
         for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]

@@ -126,11 +126,13 @@ class _Batch:
         if not self.items and not self.removals:
             return
         texts = [c.text for _, chunks in self.items for c in chunks]
+        tokens = {c.text: c.n_tokens for _, chunks in self.items for c in chunks}
         # the same passage (a header, a repeated line) is embedded once
         unique = list(dict.fromkeys(texts))
         position = {t: i for i, t in enumerate(unique)}
         if unique:
-            vectors = self.embedder.embed(unique)[[position[t] for t in texts]]
+            vectors = self.embedder.embed(unique, lengths=[tokens[t] for t in unique])[
+                [position[t] for t in texts]]
         else:
             vectors = np.zeros((0, self.embedder.dimension), dtype=np.float32)
         rows, offset = [], 0

@@ -85,6 +85,21 @@ def test_bulk_vectors_in_bfloat16_stay_close_to_float32(model_path, monkeypatch)
         assert cos.min() >= (0.9999 if forced == "1" else 0.99999), cos
 
 
+
+def test_bulk_batches_by_token_length_keep_each_text_in_its_row(model_path):
+    from rag.embedder import Embedder
+
+    spec = resolve_embedding("all-minilm-l6-v2", Settings.from_env())
+    e = Embedder(spec)
+    texts = _texts()
+    lengths = e.count_tokens(texts)
+    reference = MiniLM(model_path, 256).encode(texts)
+    # batches of 3 so that the order matters; lengths given as ingest gives them, and wrong
+    bulk = e.embed(texts, batch_size=3, bulk=True, lengths=lengths)
+    assert (bulk * reference).sum(axis=1).min() >= 0.9999
+    scrambled = e.embed(texts, batch_size=3, bulk=True, lengths=lengths[::-1])
+    assert (scrambled * reference).sum(axis=1).min() >= 0.9999
+
 def test_ask_imports_neither_torch_nor_sentence_transformers(seed_settings):
     code = ("import sys; from typer.testing import CliRunner; from rag.cli import app; "
             f"r = CliRunner().invoke(app, ['ask', 'Who signed the treaty?', '--json', "
