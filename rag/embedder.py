@@ -82,11 +82,8 @@ class Embedder:
 
     @cached_property
     def _model(self):
-        import torch
         from sentence_transformers import SentenceTransformer
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         model.max_seq_length = self.max_seq_length
         return model
@@ -114,6 +111,14 @@ class Embedder:
         if forced in ("0", "1"):
             return forced == "1"
         return cpu_has_bf16()
+
+    def warm(self) -> None:
+        """Load the bulk model now (from another thread, while there is other work); a
+        failure is left for the embedding that needs the model to report."""
+        try:
+            _ = self._model
+        except Exception:  # noqa: BLE001 - reported where the model is used
+            pass
 
     def engine_for(self, n_texts: int, bulk: bool = False) -> str:
         """"numpy" or "torch": numpy for a few texts while torch is not loaded yet."""
@@ -152,6 +157,11 @@ class Embedder:
                bulk: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
         if self.engine_for(len(texts), bulk or progress is not None) == "numpy":
             return self._numpy_model.encode(texts)
+        model = self._model
+        if self.threads:  # here, not where the model loads: OpenMP counts threads per caller
+            import torch
+
+            torch.set_num_threads(self.threads)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         # longest first, as sentence-transformers orders one call: batches of like lengths
         # carry little padding, whichever slice of the list this call is given. By tokens when
@@ -159,7 +169,6 @@ class Embedder:
         # chunks, one thread: 15.8 s against 18.4 s sorted by characters)
         size = lengths if lengths is not None else [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lambda i: -size[i])
-        model = self._model
         for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]
             with self._precision():

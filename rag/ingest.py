@@ -9,6 +9,7 @@ transaction: a run that is killed keeps what it committed, and the next run goes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,14 @@ class _Batch:
         self.items: list[tuple[Document, list[Chunk]]] = []
         self.removals: list[str] = []
         self.size = 0
+        self.warming: threading.Thread | None = None
 
     def add(self, doc: Document, chunks: list[Chunk]) -> None:
+        if self.warming is None:
+            # the embedding model (torch, ~5 s to import and load) loads while the next
+            # documents are read and chunked; the first flush waits for it
+            self.warming = threading.Thread(target=self.embedder.warm, daemon=True)
+            self.warming.start()
         self.items.append((doc, chunks))
         self.size += len(chunks)
         if self.size >= self.commit_every:
