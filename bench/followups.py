@@ -8,7 +8,8 @@ the follow-up turns (every turn after the first):
 
   source_R@5   a retrieved passage comes from one of the turn's source documents
   answer_R@5   a retrieved passage holds one of the accepted answers
-  accuracy     the answer holds an accepted answer (an unanswerable turn: it abstains)
+  accuracy     the answer holds an accepted answer in at most 40 words, as `rag eval` counts
+               it (an unanswerable turn: it abstains)
 
 Methods (the query searched / the question the answer is phrased and checked against):
   raw          the follow-up as typed, for both
@@ -105,7 +106,8 @@ def answer_turn(answerer, rw, joint: bool, split_only: bool, k: int):
 
 def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int = 5) -> dict:
     from rag.chat import ChatAnswerer
-    from rag.evaluate import contains_answer, source_matches
+    from rag.citations import strip_markers
+    from rag.evaluate import answer_right, contains_answer, source_matches
 
     answerer = ChatAnswerer(settings)
     memo: dict[tuple[str, str, bool, bool], object] = {}
@@ -130,7 +132,9 @@ def play(settings: Settings, dialogues: list[dict], methods: list[str], k: int =
                 if turn["unanswerable"]:
                     correct = a.abstained
                 else:
-                    correct = (not a.abstained) and contains_answer(a.answer, answers)
+                    # right as `rag eval` counts it: an accepted answer in at most 40 words
+                    correct = (not a.abstained) and answer_right(strip_markers(a.answer),
+                                                                 answers)
                 rows.append({
                     "id": f"{d['id']}.{i + 1}", "follow_up": i > 0,
                     "question": turn["question"], "query": rw.query, "method": rw.method,
