@@ -548,16 +548,25 @@ def distance_to_question(question: str, sentence: str, start: int, end: int) -> 
     """Words between the run sentence[start:end] and the nearest word of the question in the
     sentence (0 when adjacent; the sentence's length when it holds none): an answer stands
     next to what the question says of it."""
-    q_words = set(_norm_words(question)) - SPAN_STOPWORDS
+    d = _distance(set(_norm_words(question)) - SPAN_STOPWORDS, sentence, start, end)
+    return len(word_ends(sentence)) if d is None else d
+
+
+def _distance(targets: set[str], sentence: str, start: int, end: int,
+              before_only: bool = False) -> int | None:
+    """Words between the run sentence[start:end] and the nearest word outside it whose
+    normalised form is among `targets` (only those after the run, with before_only); None
+    when there is none, or the run holds no word."""
     words = list(_WORD.finditer(sentence))
     inside = [i for i, w in enumerate(words) if start <= w.start() and w.end() <= end]
     if not inside:
-        return len(words)
+        return None
     first, last = inside[0], inside[-1]
-    best = len(words)
+    best = None
     for i, w in enumerate(words):
-        if (i < first or i > last) and _norm(w.group()) in q_words:
-            best = min(best, first - i - 1 if i < first else i - last - 1)
+        if (i > last or (i < first and not before_only)) and _norm(w.group()) in targets:
+            d = first - i - 1 if i < first else i - last - 1
+            best = d if best is None else min(best, d)
     return best
 
 
@@ -692,22 +701,10 @@ def distance_to_word(word: str, sentence: str, start: int, end: int,
     """Words between the run sentence[start:end] and the nearest occurrence of `word` (0 when
     adjacent or when the run ends on it); None when the sentence does not hold it (after the
     run, with before_only: the run must come before the word, as a qualifier does)."""
-    target = _norm(word)
-    words = list(_WORD.finditer(sentence))
-    inside = [i for i, w in enumerate(words) if start <= w.start() and w.end() <= end]
-    if not inside:
-        return None
-    first, last = inside[0], inside[-1]
-    if _norm(words[last].group()) == target:
+    ends = [m for m in _WORD.finditer(sentence[start:end])]
+    if ends and _norm(ends[-1].group()) == _norm(word):
         return 0
-    best = None
-    for i, w in enumerate(words):
-        if before_only and i < first:
-            continue
-        if (i < first or i > last) and _norm(w.group()) == target:
-            d = first - i - 1 if i < first else i - last - 1
-            best = d if best is None else min(best, d)
-    return best
+    return _distance({_norm(word)}, sentence, start, end, before_only)
 
 
 # -- a question asking for a name ---------------------------------------------------------------
