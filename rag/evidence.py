@@ -534,14 +534,21 @@ def span_starts(question: str, sentence: str, max_words: int = 8) -> list[tuple[
         norm = _norm(w.group())
         if norm in SPAN_STOPWORDS or norm in q_words:
             continue
-        end = w.end()
-        for j in range(i + 1, min(len(words), i + max_words)):
-            gap = sentence[words[j - 1].end():words[j].start()]
-            if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap):
-                break
-            end = words[j].end()
-        out.append((w.start(), end))
+        out.append((w.start(), _run_end(sentence, words, i, max_words)))
     return out
+
+
+def _run_end(sentence: str, words: list[re.Match], i: int, max_words: int,
+             stop: frozenset[str] = frozenset()) -> int:
+    """Where a run of `sentence` starting on words[i] ends: before a clause break, a bracket
+    or quotation mark, a word in `stop`, or after max_words words."""
+    end = words[i].end()
+    for j in range(i + 1, min(len(words), i + max_words)):
+        gap = sentence[words[j - 1].end():words[j].start()]
+        if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap) or words[j].group().lower() in stop:
+            break
+        end = words[j].end()
+    return end
 
 
 def distance_to_question(question: str, sentence: str, start: int, end: int) -> int:
@@ -627,13 +634,7 @@ def answer_slot(question: str, sentence: str, max_words: int = 8) -> tuple[int, 
                 if words[j].group().lower() != prep:
                     continue
                 start = words[j + 1].start()
-                end = words[j + 1].end()
-                for k in range(j + 2, min(len(words), j + 1 + max_words)):
-                    gap = sentence[words[k - 1].end():words[k].start()]
-                    if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap) or \
-                            words[k].group().lower() in _SLOT_ENDS:
-                        break
-                    end = words[k].end()
+                end = _run_end(sentence, words, j + 1, max_words, _SLOT_ENDS)
                 text = sentence[start:end]
                 if adds_information(text, question):
                     return start, end
@@ -764,19 +765,15 @@ def gives_name(question: str, sentence: str, reach: int = 6) -> bool:
             return True
         return capitals_tell and i > 0 and text[:1].isupper()
 
-    def near(i: int) -> list[int]:  # the words within reach, in the same clause
-        out = []
-        for step in (-1, 1):
-            j = i + step
-            while 0 <= j < len(words) and abs(j - i) <= reach:
-                left, right = (j - 1, j) if step > 0 else (j, j + 1)
-                if _CLAUSE_BREAK.search(sentence[words[left].end():words[right].start()]):
-                    break
-                out.append(j)
-                j += step
-        return out
+    parts = clauses(sentence)
+
+    def clause_of(i: int) -> int:
+        return next((k for k, (a, b) in enumerate(parts)
+                     if a <= words[i].start() < b), -1)
 
     at = [i for i, w in enumerate(words) if _norm(w.group()) == _norm(head)]
     if not at:
         return any(is_name(i) for i in range(len(words)))
-    return any(is_name(j) for i in at for j in near(i))
+    return any(is_name(j) for i in at
+               for j in range(max(0, i - reach), min(len(words), i + reach + 1))
+               if j != i and clause_of(j) == clause_of(i))
