@@ -7,11 +7,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from rag.chunking import split_sentences
 from rag.embedder import Embedder
-from rag.retrieve import STOPWORDS
+from rag.retrieve import STOPWORDS, rarity
 from rag.types import Citation, Hit
 
 LEXICAL_WEIGHT = 0.5  # tuned on SQuAD even questions: 0.35 -> 201/300, 0.5 -> 205/300
@@ -47,13 +45,6 @@ def _stem(word: str) -> str:
 def content_words(text: str) -> set[str]:
     return {_stem(_POSSESSIVE.sub("", w)) for w in re.findall(r"[\w'’]+", text.lower())
             if w not in STOPWORDS}
-
-
-def rarity(words: set[str], docs: list[set[str]]) -> dict[str, float]:
-    """Each word's weight by how rare it is among `docs` (smoothed inverse document frequency):
-    "Beijing" tells more than "North Korea", which every sentence repeats."""
-    return {w: float(np.log((1 + len(docs)) / (1 + sum(w in d for d in docs)))) + 1
-            for w in words}
 
 
 def candidate_sentences(hits: list[Hit]) -> list[tuple[Hit, int, int, str]]:

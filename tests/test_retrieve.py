@@ -1,5 +1,6 @@
 from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, fuse, lexical_query
+from rag.retrieve import Retriever, fuse, lexical_query, rerank_by_sentence
+from rag.types import Chunk
 
 
 def test_lexical_query_quotes_content_words():
@@ -91,3 +92,29 @@ def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
     assert [h.chunk.text for h in hits] == [brewery[1].text, brewery[0].text,
                                             store.document_text(str(docs / "bakery.txt"))]
     store.close()
+
+
+def _chunks(*texts):
+    return {i: Chunk(f"c{i}", f"d{i}.txt", 0, len(t), t, len(t.split()))
+            for i, t in enumerate(texts)}
+
+
+def test_a_passage_whose_one_sentence_holds_the_question_moves_up():
+    chunks = _chunks(
+        "The Rhine flows north. Basel is a city of bridges. Many ships pass the port.",
+        "Ships from Basel reach the Rhine delta in four days. The trip is slow.",
+        "Weather in the valley is mild. Grapes grow on the slopes.")
+    fused = {0: 1.0, 1: 0.8, 2: 0.1, 3: -0.5}  # rowid 3: below the pool, left alone
+    moved = rerank_by_sentence("How long do ships from Basel take to reach the Rhine delta?",
+                               [0, 1, 2], chunks, fused)
+    assert sorted(moved, key=lambda r: -moved[r])[:2] == [1, 0]
+    assert moved[3] == fused[3]
+    assert max(moved.values()) - min(moved.values()) < 3 * (max(fused.values()) -
+                                                            min(fused.values()))
+
+
+def test_sentence_rerank_leaves_a_pool_it_cannot_tell_apart():
+    chunks = _chunks("Nothing about it here.", "Nor here, at all.")
+    fused = {0: 0.7, 1: 0.2}
+    assert rerank_by_sentence("Which river passes Basel?", [0, 1], chunks, fused) == fused
+    assert rerank_by_sentence("the of and", [0, 1], chunks, fused) == fused
