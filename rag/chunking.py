@@ -1,4 +1,5 @@
-"""Documents -> Chunks: sentence-aware, overlapping, sized in the embedding model's tokens.
+"""Documents -> Chunks: whole sentences, sized in the embedding model's tokens, optionally
+overlapping (Settings.chunk_overlap_sentences).
 
 Pure and deterministic: the same document always gives the same ids, offsets and text.
 """
@@ -134,7 +135,7 @@ def _counts(text: str, spans: list[tuple[int, int]], count: TokenCounter,
 
 
 def chunk_document(doc: Document, count: TokenCounter, max_tokens: int,
-                   overlap_sentences: int = 1, hard_limit: int | None = None) -> list[Chunk]:
+                   overlap_sentences: int = 0, hard_limit: int | None = None) -> list[Chunk]:
     """Pack whole sentences into chunks of at most max_tokens, carrying the last
     `overlap_sentences` of each chunk into the next. No chunk exceeds hard_limit tokens, and
     in a paged document (PDF) no chunk crosses a page: its page is in its id and metadata."""

@@ -50,7 +50,11 @@ class Settings:
     prompts_dir: Path = PROJECT_ROOT / "prompts"
     k: int = 5
     chunk_tokens: int = 128  # in the embedding model's own tokens
-    chunk_overlap_sentences: int = 1
+    # Sentences a chunk repeats from the one before. None: the full-text index already reads
+    # each chunk with its neighbours, and on SQuAD dev one sentence of overlap bought nothing
+    # (all 5,285 even questions R@5 0.965 with it, 0.964 without; odd 0.961 / 0.960; seeds
+    # eval identical) for 8% more chunks and 11% more ingest time (47 s -> 42 s).
+    chunk_overlap_sentences: int = 0
     n_threads: int = 0  # 0: the cores free when the process starts (auto_threads)
     n_ctx: int = 2048
     seed: int = 1234
