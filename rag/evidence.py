@@ -7,12 +7,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from rag.chunking import split_sentences
 from rag.embedder import Embedder
 from rag.retrieve import STOPWORDS, rarity
 from rag.types import Citation, Hit
 
 LEXICAL_WEIGHT = 0.5  # tuned on SQuAD even questions: 0.35 -> 201/300, 0.5 -> 205/300
+# SQuAD even-1000, the sentence chosen holds an answer: 0.687 without, 0.698 / 0.700 / 0.700 /
+# 0.697 at 0.02 / 0.03 / 0.05 / 0.07 (its passage the gold one: 0.737 -> 0.758 at 0.05)
+PASSAGE_WEIGHT = 0.05
 MAX_SENTENCE_CHARS = 600
 
 
@@ -66,7 +71,9 @@ def candidate_sentences(hits: list[Hit]) -> list[tuple[Hit, int, int, str]]:
 def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[Sentence]:
     """The retrieved passages' sentences, best first: cosine to the question plus the share of
     the question's words each holds, every word weighted by how rare it is among the candidate
-    sentences ("Beijing" tells more than "North Korea", which every sentence repeats)."""
+    sentences ("Beijing" tells more than "North Korea", which every sentence repeats) -- the
+    sentence's `score` -- and, for the order only, its passage's standing in retrieval
+    (PASSAGE_WEIGHT per standard deviation of the hits' scores)."""
     candidates = candidate_sentences(hits)
     if not candidates:
         return []
@@ -76,14 +83,18 @@ def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[S
     words = [content_words(t) for *_, t in candidates]
     weight = rarity(q_words, words)
     total = sum(weight.values())
+    scores = np.array([h.score for h in hits])
+    standing = {h.chunk.chunk_id: float((h.score - scores.mean()) / (scores.std() or 1.0))
+                for h in hits}
     ranked = []
+    order = []
     for (hit, start, end, text), sim, ws in zip(candidates, sims, words):
         overlap = sum(weight[w] for w in q_words & ws) / total if total else 0.0
         ranked.append(Sentence(hit.chunk.source, hit.chunk.chunk_id, start, end, text,
                                float(sim), overlap, float(sim) + LEXICAL_WEIGHT * overlap,
                                hit.also_in))
-    ranked.sort(key=lambda s: -s.score)
-    return ranked
+        order.append(ranked[-1].score + PASSAGE_WEIGHT * standing[hit.chunk.chunk_id])
+    return [ranked[i] for i in sorted(range(len(ranked)), key=lambda i: -order[i])]
 
 
 # A passage that talks to a model ("ignore all previous instructions", "System: ...") is
