@@ -277,3 +277,16 @@ def test_a_name_must_stand_by_what_it_names_in_its_clause():
     assert ev.gives_name(stadium, "The game was played at Levi's Stadium in the San "
                                   "Francisco Bay Area at Santa Clara, California.")
     assert ev.gives_name("Who won?", "anything at all")  # no name asked
+
+
+def test_of_two_equal_sentences_the_better_retrieved_passage_comes_first(answerer):
+    from rag.types import Chunk, Hit
+
+    text = "The harbour bridge reopens on 3 May after repairs."
+    hits = [Hit(rank=i + 1, chunk=Chunk(f"c{i}", f"{name}.txt", 0, len(text), text, 12),
+                score=score)
+            for i, (name, score) in enumerate([("low", 0.2), ("high", 1.4), ("mid", 0.9)])]
+    ranked = ev.rank_sentences("When does the harbour bridge reopen?", hits,
+                               answerer.embedder)
+    assert [s.source for s in ranked] == ["high.txt", "mid.txt", "low.txt"]
+    assert len({s.score for s in ranked}) == 1  # the nudge orders; the score is the sentence's
