@@ -28,6 +28,19 @@ def free_cores() -> int:
 
 
 @functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.cache
 def auto_threads(limit: int = 4) -> int:
     """Threads for llama.cpp and torch: the allowed cores less those other processes keep busy
     (the 1-minute load average, rounded), at least 1. Measured here: llama.cpp on 2 threads

@@ -7,20 +7,56 @@ models) picks chat when the GGUF carries a template.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from rag import prompts
-from rag.config import Settings
+from rag.config import Settings, cpu_flags
 from rag.errors import ModelNotFound, PromptError
 from rag.registry import ModelSpec
 
 # How a prompt is cut into batches (see LLM._prime); part of every cached response's key, as
 # the cut can change what a greedy model says.
 PROMPT_EVALUATION = "system-message, rest, last-token"
+
+
+def amx_crashes() -> bool:
+    """Whether llama.cpp's AMX kernels would run here, which crash it. On a Xeon with AMX the
+    llama-cpp-python 0.3.36 that pip builds (natively, so with those kernels) dies of a
+    segmentation fault in the first decode of SmolLM2 (Q4_1) and of a Q8_0 model, and answers
+    normally with its "extra" weight buffers (AMX, repacked layouts) off."""
+    return "amx_int8" in cpu_flags()
+
+
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def model_defaults(**fields):
+    """Llama() takes no argument for some of llama.cpp's model parameters: have the defaults it
+    starts from carry `fields` while it loads a model (one load at a time)."""
+    import llama_cpp.llama as high_level
+
+    low_level = high_level.llama_cpp
+    with _params_lock:
+        defaults = low_level.llama_model_default_params
+
+        def patched():
+            params = defaults()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+
+        low_level.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = defaults
 
 
 @dataclass(frozen=True)
@@ -42,16 +78,17 @@ class LLM:
         from llama_cpp import Llama
 
         try:
-            return Llama(
-                model_path=str(self.spec.path),
-                n_ctx=self.n_ctx,
-                n_threads=self.settings.threads,
-                n_threads_batch=self.settings.threads,
-                n_batch=512,
-                seed=self.settings.seed,
-                flash_attn=True,
-                verbose=False,
-            )
+            with model_defaults(use_extra_bufts=not amx_crashes()):
+                return Llama(
+                    model_path=str(self.spec.path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.settings.threads,
+                    n_threads_batch=self.settings.threads,
+                    n_batch=512,
+                    seed=self.settings.seed,
+                    flash_attn=True,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as e:
             raise ModelNotFound(f"{self.spec.path} could not be loaded by llama.cpp ({e}): "
                                 "check that it is a complete GGUF file") from e
