@@ -1,10 +1,13 @@
 """The embedding model behind one method, loaded once and lazily.
 
 Two engines run the same weights to the same vectors (float32 rounding apart):
-- a numpy forward pass (rag/minilm.py) for the few texts of a question: importing torch and
-  sentence-transformers costs about 5 s, more than answering the question;
-- sentence-transformers (torch) for bulk embedding (ingest, long lists), once it is loaded,
-  in bfloat16 where the CPU computes it natively (twice as fast; cosine >= 0.9999 to float32).
+- a numpy forward pass (rag/minilm.py) for the few texts of a question: importing torch costs
+  about 1 s, more than answering the question;
+- torch for bulk embedding (ingest, long lists) and, once it is loaded, for everything: the
+  same BERT forward written in torch (rag.minilm.TorchMiniLM; no sentence-transformers or
+  transformers import, ~2.5 s less) in bfloat16 where the CPU computes it natively (cosine
+  >= 0.9999 to float32). A model that is not a plain mean-pooled BERT goes through
+  sentence-transformers instead.
 
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking
 and `rag --help` never pay for importing torch.
@@ -20,10 +23,11 @@ from functools import cached_property
 
 import numpy as np
 
+from rag.config import cpu_flags
 from rag.registry import ModelSpec
 
 # Up to this many texts go through the numpy encoder unless torch is already loaded: beyond it
-# the import (~5 s) is paid back by sentence-transformers' faster batches.
+# the import (~1 s) is paid back by torch's faster batches.
 NUMPY_MAX_TEXTS = 256
 # Vectors of recent short-call texts (questions, evidence sentences), kept for the next
 # question of a session: a follow-up mostly meets the same passages again.
@@ -55,6 +59,8 @@ class Embedder:
     def dimension(self) -> int:
         if self.spec.dimension:
             return int(self.spec.dimension)
+        if self.numpy_capable:
+            return int(self._numpy_model.dimension)
         return int(self._model.get_sentence_embedding_dimension())
 
     @cached_property
@@ -82,6 +88,11 @@ class Embedder:
 
     @cached_property
     def _model(self):
+        """The bulk engine: TorchMiniLM for a plain BERT, else sentence-transformers."""
+        if self.numpy_capable:
+            from rag.minilm import TorchMiniLM
+
+            return TorchMiniLM(self._numpy_model, bf16=self.bf16)
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
@@ -113,15 +124,15 @@ class Embedder:
         return cpu_has_bf16()
 
     def warm(self) -> None:
-        """Load the bulk model now (from another thread, while there is other work); a
-        failure is left for the embedding that needs the model to report."""
+        """Load the bulk engine now (from another thread, while there is other work); a
+        failure is left for the embedding that needs the engine to report."""
         try:
             _ = self._model
         except Exception:  # noqa: BLE001 - reported where the model is used
             pass
 
     def engine_for(self, n_texts: int, bulk: bool = False) -> str:
-        """"numpy" or "torch": numpy for a few texts while torch is not loaded yet."""
+        """"numpy" or "torch": numpy for a few texts while the torch engine is not loaded."""
         if bulk or "_model" in self.__dict__ or n_texts > NUMPY_MAX_TEXTS:
             return "torch"
         return "numpy" if self.numpy_capable else "torch"
@@ -162,6 +173,8 @@ class Embedder:
             import torch
 
             torch.set_num_threads(self.threads)
+        if self.numpy_capable:  # TorchMiniLM batches by token counts itself
+            return model.encode(texts, batch_size=batch_size, progress=progress)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         # longest first, as sentence-transformers orders one call: batches of like lengths
         # carry little padding, whichever slice of the list this call is given. By tokens when
@@ -193,15 +206,7 @@ class Embedder:
 
 
 def cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 _cache: dict[tuple[str, int], Embedder] = {}

@@ -14,7 +14,7 @@ folder is one, and the Embedder falls back to sentence-transformers when it is n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +177,113 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     erf_abs = 1.0 - poly * np.exp(-z * z)
     erf = np.where(x >= 0, erf_abs, -erf_abs)
     return np.float32(0.5) * x * (1.0 + erf)
+
+
+class TorchMiniLM:
+    """The same forward pass in torch, for bulk embedding (ingest) and for the questions of a
+    long session, without sentence-transformers and transformers (~2-4 s more of imports).
+
+    In bfloat16 (`bf16`, where the CPU computes it natively) the weights are packed once into
+    oneDNN's blocked layout (torch.ops.mkldnn), so a product does not re-lay 1-2 MB of weights
+    for a 15-token question the way a plain matmul does; GELU runs inside the product. Layer
+    norms, softmax and the residual sums stay in float32, as under torch.autocast. Elsewhere
+    (no native bfloat16, or no oneDNN) it is plain float32 torch, sentence-transformers' own
+    arithmetic."""
+
+    def __init__(self, base: MiniLM, bf16: bool = False):
+        import torch
+
+        self.base = base
+        self.dimension, self.normalize = base.dimension, base.normalize
+        self.heads, self.eps, self.max_len = base.heads, base.eps, base.max_len
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self._packed = bf16 and _mkldnn_bf16(torch)
+
+        def tensor(a: np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(a))
+
+        def linear(w_in_out: np.ndarray, b: np.ndarray) -> tuple:
+            w = tensor(w_in_out.T).to(self.dtype)  # (out, in), as torch keeps it
+            if self._packed:
+                w = torch.ops.mkldnn._reorder_linear_weight(w, 16)
+            return w, tensor(b).to(self.dtype)
+
+        self.word, self.position = tensor(base.word), tensor(base.position)
+        self.type0 = tensor(base.type0)
+        self.emb_ln = tuple(tensor(a) for a in base.emb_ln)
+        self.layers = []
+        for (qkv, qkv_b, o_w, o_b, ln1_w, ln1_b, i_w, i_b, f_w, f_b, ln2_w, ln2_b) in base.layers:
+            self.layers.append((linear(qkv, qkv_b), linear(o_w, o_b),
+                                (tensor(ln1_w), tensor(ln1_b)), linear(i_w, i_b),
+                                linear(f_w, f_b), (tensor(ln2_w), tensor(ln2_b))))
+
+    def _linear(self, x, wb: tuple, gelu: bool = False):
+        import torch
+        import torch.nn.functional as F
+
+        if self._packed:
+            # the post-op "gelu" with algorithm "none" is the exact (erf) GELU
+            return torch.ops.mkldnn._linear_pointwise(
+                x, wb[0], wb[1], "gelu" if gelu else "none", [], "none" if gelu else "")
+        y = F.linear(x, *wb)
+        return F.gelu(y) if gelu else y
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Float32 sentence vectors, one row per text (unit length when the model normalises),
+        texts batched with others of like token counts so batches carry little padding."""
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not len(texts):
+            return out
+        tok = self.base.tokenizer
+        if len(texts) == 1:
+            ids = [tok.encode(texts[0]).ids]
+        else:
+            ids = [e.ids for e in tok.encode_batch(list(texts))]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            out[rows] = self._forward([ids[i] for i in rows])
+            if progress:
+                progress(len(rows))
+        if self.normalize:  # in float32: bfloat16 leaves the norm off by ~1e-3
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        n, length = len(batch), max(len(x) for x in batch)
+        ids = torch.zeros((n, length), dtype=torch.long)  # [PAD] is id 0 in BERT vocabularies
+        mask = torch.zeros((n, length), dtype=torch.bool)
+        for i, x in enumerate(batch):
+            ids[i, :len(x)] = torch.tensor(x)
+            mask[i, :len(x)] = True
+        hidden = self.dimension
+        with torch.inference_mode():
+            h = self.word[ids] + self.position[:length] + self.type0
+            h = F.layer_norm(h, (hidden,), *self.emb_ln, eps=self.eps).reshape(n * length, -1)
+            attend = None if bool(mask.all()) else mask[:, None, None, :]
+            for (qkv, out_proj, ln1, inner, ffn_out, ln2) in self.layers:
+                y = self._linear(h.to(self.dtype), qkv)
+                q, k, v = y.view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+                ctx = ctx.transpose(1, 2).reshape(n * length, -1)
+                x = F.layer_norm(h + self._linear(ctx, out_proj).float(), (hidden,), *ln1,
+                                 eps=self.eps)
+                y = self._linear(self._linear(x.to(self.dtype), inner, gelu=True), ffn_out)
+                h = F.layer_norm(x + y.float(), (hidden,), *ln2, eps=self.eps)
+            h = h.view(n, length, -1) * mask[:, :, None]
+            pooled = h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return pooled.numpy()
+
+
+def _mkldnn_bf16(torch) -> bool:
+    """Whether oneDNN can pack and run bfloat16 products on this CPU."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    except (AttributeError, RuntimeError):
+        return False

@@ -55,6 +55,52 @@ def test_vectors_match_sentence_transformers(model_path):
     assert np.allclose(again, mine, atol=1e-5)
 
 
+def test_torch_engine_matches_sentence_transformers(model_path):
+    """The torch forward (ingest's engine) gives sentence-transformers' vectors: to float32
+    rounding in float32, within bfloat16's rounding in bfloat16; a text's vector does not
+    depend on the batch it shares (padding is masked) or on the batch size."""
+    from sentence_transformers import SentenceTransformer
+
+    from rag.minilm import TorchMiniLM
+
+    texts = _texts()
+    st = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+    st.max_seq_length = 256
+    ref = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    base = MiniLM(model_path, 256)
+    for bf16, floor in ((False, 0.99999), (True, 0.9999)):
+        engine = TorchMiniLM(base, bf16=bf16)
+        mine = engine.encode(texts, batch_size=64)
+        assert mine.shape == ref.shape
+        assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+        cos = (mine * ref).sum(axis=1)
+        assert cos.min() >= floor, (bf16, cos)
+        alone = np.vstack([engine.encode([t]) for t in texts])
+        assert (alone * mine).sum(axis=1).min() >= floor
+        by_three = engine.encode(texts[::-1], batch_size=3)[::-1]
+        assert (by_three * mine).sum(axis=1).min() >= floor
+
+
+def test_ingest_embeds_with_torch_alone(tmp_path):
+    """A bulk ingest loads torch, not sentence-transformers or transformers (~2.5 s more)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    seed = sorted(SEEDS.glob("*.txt"))[0].read_text(encoding="utf-8")
+    words = seed.split()
+    for i in range(60):  # past NUMPY_MAX_TEXTS distinct chunks, so the bulk engine is used
+        rotated = words[i * 7:] + words[:i * 7]
+        (docs / f"{i}.txt").write_text(f"Report {i}. " + " ".join(rotated), encoding="utf-8")
+    code = ("import sys; from typer.testing import CliRunner; from rag.cli import app; "
+            f"r = CliRunner().invoke(app, ['ingest', {str(docs)!r}, '--json', "
+            f"'--index', {str(tmp_path / 'index')!r}]); "
+            "assert r.exit_code == 0, r.output; "
+            "print([m for m in ('torch', 'sentence_transformers', 'transformers') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['torch']"
+
+
 def test_embedder_picks_numpy_for_a_question_until_torch_is_loaded(model_path):
     from rag.embedder import NUMPY_MAX_TEXTS, Embedder
 
