@@ -575,8 +575,28 @@ def search_child(index: str, runs: int) -> None:
         p99.append(percentile(lat, 0.99))
         emb.append(percentile(e_lat, 0.5))
         dense.append(percentile(d_lat, 0.5))
+    # the question alone through each engine rag has (one thread, alternated per question):
+    # what the query embedding could cost where torch is loaded anyway
+    import torch
+
+    from rag.minilm import TorchMiniLM
+
+    torch.set_num_threads(1)
+    base = embedder._numpy_model
+    engines = {"numpy_fp32": base.encode, "torch_fp32": TorchMiniLM(base, bf16=False).encode,
+               "torch_bf16": TorchMiniLM(base, bf16=True).encode}
+    for encode in engines.values():
+        encode(qs[:3])
+    per_engine: dict[str, list[float]] = {name: [] for name in engines}
+    for q in qs:
+        for name, encode in engines.items():
+            t = time.perf_counter()
+            encode([q])
+            per_engine[name].append((time.perf_counter() - t) * 1000)
     print(json.dumps({"chunks": index_obj.ntotal, "queries": len(qs),
                       "engine": embedder.engine_for(1),
+                      "query_engines_one_thread_p50_ms": {
+                          name: round(percentile(v, 0.5), 3) for name, v in per_engine.items()},
                       "p50_ms": {**stats(p50), "load": load()}, "p99_ms": stats(p99),
                       "embed_query_p50_ms": stats(emb), "faiss_p50_ms": stats(dense)}))
 
@@ -734,6 +754,9 @@ def markdown(r: dict) -> str:
             add("  of which query embedding (numpy) p50", fs["embed_query_p50_ms"], "", None,
                 " ms")
             add("  of which FAISS p50", fs["faiss_p50_ms"], "", None, " ms", 3)
+            for name, ms in fs.get("query_engines_one_thread_p50_ms", {}).items():
+                add(f"  question embedding alone, one thread, {name.replace('_', ' ')} p50",
+                    {"median": ms, "min": ms, "max": ms}, "", None, " ms")
             add("full search p99", fs["p99_ms"], "", None, " ms")
         for row in ret.values():
             if not isinstance(row, dict) or "kind" not in row:
