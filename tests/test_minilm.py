@@ -1,6 +1,7 @@
-"""The numpy encoder gives sentence-transformers' vectors, so questions can be embedded
-without importing torch."""
+"""rag's encoders give sentence-transformers' vectors: the numpy one, so questions can be
+embedded without importing torch, and the torch one that ingest uses."""
 
+import ast
 import subprocess
 import sys
 
@@ -90,15 +91,9 @@ def test_ingest_embeds_with_torch_alone(tmp_path):
     for i in range(60):  # past NUMPY_MAX_TEXTS distinct chunks, so the bulk engine is used
         rotated = words[i * 7:] + words[:i * 7]
         (docs / f"{i}.txt").write_text(f"Report {i}. " + " ".join(rotated), encoding="utf-8")
-    code = ("import sys; from typer.testing import CliRunner; from rag.cli import app; "
-            f"r = CliRunner().invoke(app, ['ingest', {str(docs)!r}, '--json', "
-            f"'--index', {str(tmp_path / 'index')!r}]); "
-            "assert r.exit_code == 0, r.output; "
-            "print([m for m in ('torch', 'sentence_transformers', 'transformers') "
-            "if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip().splitlines()[-1] == "['torch']"
+    loaded = _heavy_modules_after(["ingest", str(docs), "--json",
+                                   "--index", str(tmp_path / "index")])
+    assert loaded == ["torch"]
 
 
 def test_embedder_picks_numpy_for_a_question_until_torch_is_loaded(model_path):
@@ -147,15 +142,21 @@ def test_bulk_batches_by_token_length_keep_each_text_in_its_row(model_path):
     assert (scrambled * reference).sum(axis=1).min() >= 0.9999
 
 def test_ask_imports_neither_torch_nor_sentence_transformers(seed_settings):
+    loaded = _heavy_modules_after(["ask", "Who signed the treaty?", "--json",
+                                   "--index", str(seed_settings.index_dir)])
+    assert loaded == []
+
+
+def _heavy_modules_after(args: list[str]) -> list[str]:
+    """The heavy modules a fresh interpreter holds after running `rag ARGS`."""
     code = ("import sys; from typer.testing import CliRunner; from rag.cli import app; "
-            f"r = CliRunner().invoke(app, ['ask', 'Who signed the treaty?', '--json', "
-            f"'--index', {str(seed_settings.index_dir)!r}]); "
+            f"r = CliRunner().invoke(app, {args!r}); "
             "assert r.exit_code == 0, r.output; "
             "print([m for m in ('torch', 'sentence_transformers', 'transformers', 'sklearn') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 def test_recent_texts_are_not_embedded_twice():
