@@ -276,6 +276,8 @@ class GGUFMiniLM:
         import llama_cpp
         from tokenizers import Tokenizer
 
+        from rag.llm import amx_crashes
+
         cfg = json.loads((path / "config.json").read_text())
         modules = json.loads((path / "modules.json").read_text())
         self.normalize = any(m["type"].endswith("Normalize") for m in modules)
@@ -292,6 +294,7 @@ class GGUFMiniLM:
         with _quiet_llama() as errors:
             mparams = llama_cpp.llama_model_default_params()
             mparams.n_gpu_layers = 0
+            mparams.use_extra_bufts = not amx_crashes()  # as rag.llm loads its models
             model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
             if not model:
                 raise RuntimeError(f"llama.cpp could not load {self.gguf}: {''.join(errors)}")

@@ -150,3 +150,25 @@ def test_score_continuations_prefers_the_run_that_answers(smollm):
     assert all(lp < 0 for lp in best.values())
     assert max(best, key=best.get).startswith("600")
     assert best["600"] > max(best["Russia"], best["South Korean intelligence"])
+
+
+def test_model_defaults_hold_only_while_a_model_loads():
+    """Llama() has no argument for use_extra_bufts (off where AMX kernels would crash
+    llama.cpp): the defaults it starts from carry it inside model_defaults, and only there."""
+    import llama_cpp.llama as high_level
+
+    from rag.llm import model_defaults
+
+    before = high_level.llama_cpp.llama_model_default_params().use_extra_bufts
+    with model_defaults(use_extra_bufts=not before):
+        assert high_level.llama_cpp.llama_model_default_params().use_extra_bufts is (not before)
+    assert high_level.llama_cpp.llama_model_default_params().use_extra_bufts is before
+    with pytest.raises(RuntimeError), model_defaults(use_extra_bufts=False):
+        raise RuntimeError("a load that fails")
+    assert high_level.llama_cpp.llama_model_default_params().use_extra_bufts is before
+
+
+def test_the_loaded_model_has_extra_buffers_off_where_amx_crashes(smollm):
+    from rag.llm import amx_crashes
+
+    assert smollm._llama.model_params.use_extra_bufts is (not amx_crashes())
