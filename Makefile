@@ -44,7 +44,7 @@ eval: setup
 # `make bench`: speed and scale (bench/perf.py -> bench/results.json, bench/results.md), ~45 min
 # on two cores; the 1M-vector index is built once and cached in bench/work/perf/.
 bench: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python bench/perf.py
+	$(BIN)/python bench/perf.py
 
 # Answer and retrieval quality on SQuAD (bench/results_squad.json).
 bench-squad: setup

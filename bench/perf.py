@@ -29,7 +29,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 WORK = ROOT / "bench" / "work" / "perf"
 RESULTS = ROOT / "bench" / "results.json"

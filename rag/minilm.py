@@ -153,7 +153,9 @@ def _by_length(tokenizer, texts: Sequence[str], dimension: int, batch_size: int,
                forward: Callable[[list[list[int]]], np.ndarray],
                progress: Callable[[int], None] | None = None) -> np.ndarray:
     """`forward` over batches of texts of like token counts (little padding), each text's
-    vector back in its own row."""
+    vector back in its own row. Longest first: the first batch takes the most memory, and
+    the later, smaller ones fit in what it freed (shortest first, each batch's larger
+    buffers are new: SQuAD ingest peaked at 1.97 GiB against 0.87)."""
     out = np.zeros((len(texts), dimension), dtype=np.float32)
     if not len(texts):
         return out
@@ -161,7 +163,7 @@ def _by_length(tokenizer, texts: Sequence[str], dimension: int, batch_size: int,
         ids = [tokenizer.encode(texts[0]).ids]
     else:
         ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     for s in range(0, len(order), batch_size):
         rows = order[s:s + batch_size]
         out[rows] = forward([ids[i] for i in rows])
