@@ -677,7 +677,7 @@ def generation_child(runs: int, threads: int) -> None:
             rows[side].append(one(side))
     out: dict = {"threads": threads, "model": spec.name, "runs": runs,
                  "rag_load_s": round(rag_load, 3), "raw_load_s": round(raw_load, 3),
-                 "flash_attn_rag": True, "flash_attn_raw": False}
+                 "flash_attn_rag": rag_llm.flash_attn, "flash_attn_raw": False}
     for side, rs in rows.items():
         out[side] = {"prompt_tps": stats([r["prompt_tps"] for r in rs], 1),
                      "decode_tps": stats([r["decode_tps"] for r in rs], 1),

@@ -172,3 +172,14 @@ def test_the_loaded_model_has_extra_buffers_off_where_amx_crashes(smollm):
     from rag.llm import amx_crashes
 
     assert smollm._llama.model_params.use_extra_bufts is (not amx_crashes())
+
+
+def test_flash_attention_follows_the_measurement_unless_told(monkeypatch):
+    from rag.config import cpu_flags
+    from rag.llm import flash_attention_pays
+
+    monkeypatch.delenv("RAG_FLASH_ATTN", raising=False)
+    assert flash_attention_pays() is ("amx_int8" not in cpu_flags())
+    for forced, expected in (("0", False), ("1", True)):
+        monkeypatch.setenv("RAG_FLASH_ATTN", forced)
+        assert flash_attention_pays() is expected
