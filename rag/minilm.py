@@ -155,7 +155,7 @@ def _by_length(tokenizer, texts: Sequence[str], dimension: int, batch_size: int,
     """`forward` over batches of texts of like token counts (little padding), each text's
     vector back in its own row. Longest first: the first batch takes the most memory, and
     the later, smaller ones fit in what it freed (shortest first, each batch's larger
-    buffers are new: SQuAD ingest peaked at 1.97 GiB against 0.87)."""
+    buffers are new: SQuAD ingest peaked at 1.97 GiB against 0.90)."""
     out = np.zeros((len(texts), dimension), dtype=np.float32)
     if not len(texts):
         return out
@@ -204,15 +204,16 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class TorchMiniLM:
-    """The same forward pass in torch, for bulk embedding (ingest) and for the questions of a
-    long session, without sentence-transformers and transformers (~2-4 s more of imports).
+    """The same forward pass in torch, for bulk embedding (ingest) and for whatever else a
+    process embeds once it has loaded it, without sentence-transformers and transformers
+    (~2.5 s more of imports).
 
     In bfloat16 (`bf16`, where the CPU computes it natively) the weights are packed once into
     oneDNN's blocked layout (torch.ops.mkldnn), so a product does not re-lay 1-2 MB of weights
-    for a 15-token question the way a plain matmul does; GELU runs inside the product. Layer
-    norms, softmax and the residual sums stay in float32, as under torch.autocast. Elsewhere
-    (no native bfloat16, or no oneDNN) it is plain float32 torch, sentence-transformers' own
-    arithmetic."""
+    for a 15-token question the way a plain matmul does; GELU runs inside the product (without
+    oneDNN, plain bfloat16 products). Layer norms, softmax and the residual sums stay in
+    float32, as under torch.autocast. Without `bf16` it is plain float32 torch,
+    sentence-transformers' own arithmetic."""
 
     def __init__(self, base: MiniLM, bf16: bool = False):
         import torch
