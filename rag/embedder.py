@@ -5,8 +5,8 @@ Two engines run the same weights to the same vectors (float32 rounding apart):
   about 1 s, more than answering the question;
 - torch for bulk embedding (ingest, long lists) and, once it is loaded, for everything: the
   same BERT forward written in torch (rag.minilm.TorchMiniLM; no sentence-transformers or
-  transformers import, ~2.5 s less) in bfloat16 where the CPU computes it natively (cosine
-  >= 0.9999 to float32). A model that is not a plain mean-pooled BERT goes through
+  transformers import, ~3.4 s less to load) in bfloat16 where the CPU computes it natively
+  (cosine >= 0.9999 to float32). A model that is not a plain mean-pooled BERT goes through
   sentence-transformers instead.
 
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking

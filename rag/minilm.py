@@ -206,7 +206,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 class TorchMiniLM:
     """The same forward pass in torch, for bulk embedding (ingest) and for whatever else a
     process embeds once it has loaded it, without sentence-transformers and transformers
-    (~2.5 s more of imports).
+    (~3.4 s more to import and load).
 
     In bfloat16 (`bf16`, where the CPU computes it natively) the weights are packed once into
     oneDNN's blocked layout (torch.ops.mkldnn), so a product does not re-lay 1-2 MB of weights
