@@ -276,7 +276,7 @@ class GGUFMiniLM:
         import llama_cpp
         from tokenizers import Tokenizer
 
-        from rag.llm import amx_crashes
+        from rag.llm import load_fields
 
         cfg = json.loads((path / "config.json").read_text())
         modules = json.loads((path / "modules.json").read_text())
@@ -294,7 +294,8 @@ class GGUFMiniLM:
         with _quiet_llama() as errors:
             mparams = llama_cpp.llama_model_default_params()
             mparams.n_gpu_layers = 0
-            mparams.use_extra_bufts = not amx_crashes()  # as rag.llm loads its models
+            for name, value in load_fields().items():  # as rag.llm loads its models
+                setattr(mparams, name, value)
             model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
             if not model:
                 raise RuntimeError(f"llama.cpp could not load {self.gguf}: {''.join(errors)}")

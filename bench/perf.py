@@ -613,7 +613,7 @@ def generation_child(runs: int, threads: int) -> None:
     from bench.squad import load_squad
     from rag import prompts
     from rag.config import Settings
-    from rag.llm import LLM, amx_crashes, model_defaults
+    from rag.llm import LLM, load_fields, model_defaults
     from rag.registry import resolve_llm
 
     # A task of the bench's own that makes the model talk for a while (decode speed needs
@@ -637,7 +637,7 @@ def generation_child(runs: int, threads: int) -> None:
     rag_llama = rag_llm._llama
     rag_load = time.perf_counter() - t
     t = time.perf_counter()
-    with model_defaults(use_extra_bufts=not amx_crashes()):  # as rag loads it: see there
+    with model_defaults(**load_fields()):  # loaded as rag loads its models
         raw = llama_cpp.Llama(model_path=str(spec.path), n_ctx=rag_llm.n_ctx,
                               n_threads=threads, n_threads_batch=threads, seed=settings.seed,
                               verbose=False)

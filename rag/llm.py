@@ -33,6 +33,12 @@ def amx_crashes() -> bool:
     return "amx_int8" in cpu_flags()
 
 
+def load_fields() -> dict[str, object]:
+    """The llama.cpp model parameters every model is loaded with here (rag's own and the
+    benches' alike) that Llama() takes no argument for."""
+    return {"use_extra_bufts": not amx_crashes()}
+
+
 def flash_attention_pays() -> bool:
     """Flash attention where it was measured to speed answers up: on AMD EPYC cores prompt and
     decode ran 5-20% faster with it; on an Intel Xeon with AMX decode ran at 66 tokens/s with
@@ -94,7 +100,7 @@ class LLM:
         from llama_cpp import Llama
 
         try:
-            with model_defaults(use_extra_bufts=not amx_crashes()):
+            with model_defaults(**load_fields()):
                 return Llama(
                     model_path=str(self.spec.path),
                     n_ctx=self.n_ctx,

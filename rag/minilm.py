@@ -229,7 +229,7 @@ class TorchMiniLM:
 
         def linear(w_in_out: np.ndarray, b: np.ndarray) -> tuple:
             w = tensor(w_in_out.T).to(self.dtype)  # (out, in), as torch keeps it
-            if self._packed:
+            if self._packed:  # 16: a question's rows, the layout's hint; any batch runs on it
                 w = torch.ops.mkldnn._reorder_linear_weight(w, 16)
             return w, tensor(b).to(self.dtype)
 
