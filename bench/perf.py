@@ -388,7 +388,7 @@ def engines_child(texts_file: str, threads: int) -> None:
 
 def real_vectors() -> tuple:
     """The SQuAD chunk vectors (from the ingest step's index) and 500 SQuAD question vectors
-    (numpy encoder; the same vectors sentence-transformers gives)."""
+    (rag.minilm's float32 reference forward: sentence-transformers' vectors)."""
     import numpy as np
 
     cache = WORK / "squad-vectors.npz"
@@ -593,7 +593,7 @@ def search_child(index: str, runs: int) -> None:
             encode([q])
             per_engine[name].append((time.perf_counter() - t) * 1000)
     print(json.dumps({"chunks": index_obj.ntotal, "queries": len(qs),
-                      "engine": embedder.engine_for(1),
+                      "engine": embedder.engine, "threads": embedder.threads,
                       "query_engines_one_thread_p50_ms": {
                           name: round(percentile(v, 0.5), 3) for name, v in per_engine.items()},
                       "p50_ms": {**stats(p50), "load": load()}, "p99_ms": stats(p99),
@@ -750,8 +750,9 @@ def markdown(r: dict) -> str:
             add(f"full `Retriever.search` p50 at {fs['chunks']} chunks (embed + dense + "
                 "lexical + fusion)", fs["p50_ms"], f"≤ 5 ms (peers {PEER_QUERY_MS_2K:.0f} ms)",
                 fs["p50_ms"]["median"] <= 5, " ms")
-            add("  of which query embedding (numpy) p50", fs["embed_query_p50_ms"], "", None,
-                " ms")
+            add(f"  of which query embedding ({fs.get('engine', 'numpy')}, "
+                f"{fs.get('threads') or 'auto'} threads) p50", fs["embed_query_p50_ms"], "",
+                None, " ms")
             add("  of which FAISS p50", fs["faiss_p50_ms"], "", None, " ms", 3)
             for name, ms in fs.get("query_engines_one_thread_p50_ms", {}).items():
                 add(f"  question embedding alone, one thread, {name.replace('_', ' ')} p50",

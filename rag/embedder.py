@@ -1,13 +1,17 @@
 """The embedding model behind one method, loaded once and lazily.
 
-Two engines run the same weights to the same vectors (float32 rounding apart):
-- a numpy forward pass (rag/minilm.py) for the few texts of a question: importing torch costs
-  about 1 s, more than answering the question;
-- torch for bulk embedding (ingest, long lists) and, once it is loaded, for everything: the
-  same BERT forward written in torch (rag.minilm.TorchMiniLM; no sentence-transformers or
-  transformers import, ~3.4 s less to load) in bfloat16 where the CPU computes it natively
-  (cosine >= 0.9999 to float32). A model that is not a plain mean-pooled BERT goes through
-  sentence-transformers instead.
+Every text, a question as much as a chunk, goes through one engine, so a question's vector
+never depends on what the process did before:
+- for a plain mean-pooled BERT (all-MiniLM-L6-v2 and its kind), rag's own BERT forward in
+  torch (rag.minilm.TorchMiniLM; no sentence-transformers or transformers import, ~3.4 s less
+  to load), in bfloat16 with oneDNN's packed weights where the CPU computes it natively
+  (cosine >= 0.9999 to float32);
+- any other model through sentence-transformers.
+Measured on the Intel Xeon (AMX) of bench/results.md, against the numpy forward that embedded
+questions before (rag.minilm.MiniLM, kept as the torch-free reference): a question 15.5 ms ->
+4.4 ms on one thread, 3.3 ms on two; the ~20 candidate evidence sentences of an answer 0.35 s
+-> 0.10 s, so a warm `rag ask` is ~0.28 s faster. The price is torch's import, ~1.1 s on a
+cold `rag ask` (2.5 s -> 3.6 s; the target is 8 s).
 
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking
 and `rag --help` never pay for importing torch.
@@ -26,12 +30,11 @@ import numpy as np
 from rag.config import cpu_flags
 from rag.registry import ModelSpec
 
-# Up to this many texts go through the numpy encoder unless torch is already loaded: beyond it
-# the import (~1 s) is paid back by torch's faster batches.
-NUMPY_MAX_TEXTS = 256
 # Vectors of recent short-call texts (questions, evidence sentences), kept for the next
 # question of a session: a follow-up mostly meets the same passages again.
 MEMO_TEXTS = 8192
+# Calls of up to this many texts go through that memory; ingest's batches do not.
+MEMO_CALL_TEXTS = 256
 
 
 class Embedder:
@@ -88,7 +91,7 @@ class Embedder:
 
     @cached_property
     def _model(self):
-        """The bulk engine: TorchMiniLM for a plain BERT, else sentence-transformers."""
+        """The engine: TorchMiniLM for a plain BERT, else sentence-transformers."""
         if self.numpy_capable:
             from rag.minilm import TorchMiniLM
 
@@ -115,37 +118,38 @@ class Embedder:
 
     @cached_property
     def bf16(self) -> bool:
-        """Bulk embedding computes in bfloat16 where the CPU does so natively (AVX512-BF16 or
-        AMX): twice the chunks per second here, vectors within cosine 0.9999 of float32.
+        """Embedding computes in bfloat16 where the CPU does so natively (AVX512-BF16 or AMX):
+        3.3x the chunks per second here, vectors within cosine 0.9999 of float32.
         RAG_EMBED_BF16=0 turns it off, =1 forces it."""
         forced = os.environ.get("RAG_EMBED_BF16")
         if forced in ("0", "1"):
             return forced == "1"
         return cpu_has_bf16()
 
+    @property
+    def engine(self) -> str:
+        """What computes the vectors: "torch-bf16", "torch-fp32" or "sentence-transformers"."""
+        if not self.numpy_capable:
+            return "sentence-transformers"
+        return "torch-bf16" if self.bf16 else "torch-fp32"
+
     def warm(self) -> None:
-        """Load the bulk engine now (from another thread, while there is other work); a
-        failure is left for the embedding that needs the engine to report."""
+        """Load the engine now (from another thread, while there is other work); a failure is
+        left for the embedding that needs the engine to report."""
         try:
             _ = self._model
         except Exception:  # noqa: BLE001 - reported where the model is used
             pass
 
-    def engine_for(self, n_texts: int, bulk: bool = False) -> str:
-        """"numpy" or "torch": numpy for a few texts while the torch engine is not loaded."""
-        if bulk or "_model" in self.__dict__ or n_texts > NUMPY_MAX_TEXTS:
-            return "torch"
-        return "numpy" if self.numpy_capable else "torch"
-
     def embed(self, texts: Sequence[str], batch_size: int = 64,
               progress: Callable[[int], None] | None = None,
-              bulk: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text. `bulk`: many texts (ingest), use
-        sentence-transformers whatever the count. `lengths`: each text's length in tokens,
-        when known (chunks carry theirs), to batch texts of like lengths."""
-        if not bulk and progress is None and len(texts) <= NUMPY_MAX_TEXTS:
+              lengths: Sequence[int] | None = None) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text. `lengths`: each text's length in
+        tokens, when known (chunks carry theirs), to batch texts of like lengths. A few texts
+        (a question, its evidence sentences) are remembered for the next call."""
+        if progress is None and len(texts) <= MEMO_CALL_TEXTS:
             return self._embed_memo(texts)
-        return self._embed(texts, batch_size, progress, bulk, lengths)
+        return self._embed(texts, batch_size, progress, lengths)
 
     def _embed_memo(self, texts: Sequence[str]) -> np.ndarray:
         memo = self._memo
@@ -165,9 +169,7 @@ class Embedder:
 
     def _embed(self, texts: Sequence[str], batch_size: int = 64,
                progress: Callable[[int], None] | None = None,
-               bulk: bool = False, lengths: Sequence[int] | None = None) -> np.ndarray:
-        if self.engine_for(len(texts), bulk or progress is not None) == "numpy":
-            return self._numpy_model.encode(texts)
+               lengths: Sequence[int] | None = None) -> np.ndarray:
         model = self._model
         if self.threads:  # here, not where the model loads: OpenMP counts threads per caller
             import torch

@@ -78,7 +78,9 @@ def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[S
     if not candidates:
         return []
     vecs = embedder.embed([question] + [t for *_, t in candidates])
-    sims = vecs[1:] @ vecs[0]
+    # row by row, each row summed alike: a matrix product (BLAS) may sum some rows in
+    # another order, and two copies of one sentence then differ in the last bit
+    sims = (vecs[1:] * vecs[0]).sum(axis=1)
     q_words = content_words(question)
     words = [content_words(t) for *_, t in candidates]
     weight = rarity(q_words, words)

@@ -117,10 +117,9 @@ class _Batch:
     def add(self, doc: Document, chunks: list[Chunk]) -> None:
         self.items.append((doc, chunks))
         self.size += len(chunks)
-        if self.warming is None and self.embedder.engine_for(self.size) == "torch":
-            # enough to embed that the torch engine will (~1 s to import and load): it loads
-            # while the next documents are read and chunked, and the first flush waits for
-            # it. A few chunks are embedded by numpy, without torch.
+        if self.warming is None:
+            # the embedding engine (~1.3 s to import torch and load) loads while the next
+            # documents are read and chunked; the first flush waits for it
             self.warming = threading.Thread(target=self.embedder.warm, daemon=True)
             self.warming.start()
         if self.size >= self.commit_every:

@@ -1,12 +1,14 @@
-"""The BERT encoder of a sentence-transformers model, in numpy (MiniLM): the query side of
-retrieval without importing torch (about 1 s, and sentence-transformers 3.5 s more, for a
-handful of short texts); and the same forward pass in torch (TorchMiniLM) for bulk embedding.
+"""The BERT encoder of a sentence-transformers model (MiniLM) as rag runs it: TorchMiniLM, a
+forward pass written in torch, embeds every text (chunks at ingest, questions, evidence
+sentences) without sentence-transformers or transformers (~3.4 s less to import and load);
+MiniLM holds the weights and the tokenizer, and the same forward in numpy, the torch-free
+reference the engine is tested and benchmarked against.
 
 It runs the same weights (model.safetensors) and the same tokenizer (tokenizer.json) as
 SentenceTransformer.encode, then mean pooling over the real tokens and L2 normalisation, as the
 model's modules.json says (Transformer -> Pooling(mean) -> Normalize). Its vectors match
-sentence-transformers' to float32 rounding (tests/test_minilm.py), so an index built by one is
-searched by the other.
+sentence-transformers' to float32 rounding in float32, and within bfloat16's in bfloat16
+(tests/test_minilm.py), so an index built by one is searched by the other.
 
 Only plain BERT encoders with mean pooling are handled; `supports()` says whether a model
 folder is one, and the Embedder falls back to sentence-transformers when it is not.
@@ -204,9 +206,8 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 
 class TorchMiniLM:
-    """The same forward pass in torch, for bulk embedding (ingest) and for whatever else a
-    process embeds once it has loaded it, without sentence-transformers and transformers
-    (~3.4 s more to import and load).
+    """The forward pass rag embeds with, in torch, without sentence-transformers and
+    transformers (~3.4 s more to import and load).
 
     In bfloat16 (`bf16`, where the CPU computes it natively) the weights are packed once into
     oneDNN's blocked layout (torch.ops.mkldnn), so a product does not re-lay 1-2 MB of weights

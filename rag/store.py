@@ -324,6 +324,16 @@ class Store:
         rows = self.db.execute(f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", ids)
         return {r[0]: Chunk(*r[1:]) for r in rows}
 
+    def chunks_and_vectors(self, rowids: Iterable[int]) -> dict[int, tuple[Chunk, np.ndarray]]:
+        """rowid -> (chunk, its stored vector), in one read: what a search walks through."""
+        ids = list(rowids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT {CHUNK_COLUMNS}, vector FROM chunks WHERE id IN ({marks})", ids)
+        return {r[0]: (Chunk(*r[1:-1]), np.frombuffer(r[-1], dtype=np.float32)) for r in rows}
+
     def vectors(self, rowids: list[int]) -> np.ndarray:
         dim = int(self.meta()["dimension"])
         out = np.zeros((len(rowids), dim), dtype=np.float32)

@@ -1,5 +1,5 @@
-"""rag's encoders give sentence-transformers' vectors: the numpy one, so questions can be
-embedded without importing torch, and the torch one that ingest uses."""
+"""rag's encoders give sentence-transformers' vectors: the torch one rag embeds every text
+with, and the numpy one it is checked against."""
 
 import ast
 import subprocess
@@ -88,7 +88,7 @@ def test_ingest_embeds_with_torch_alone(tmp_path):
     docs.mkdir()
     seed = sorted(SEEDS.glob("*.txt"))[0].read_text(encoding="utf-8")
     words = seed.split()
-    for i in range(60):  # past NUMPY_MAX_TEXTS distinct chunks, so the bulk engine is used
+    for i in range(60):  # past MEMO_CALL_TEXTS distinct chunks: ingest's own batches
         rotated = words[i * 7:] + words[:i * 7]
         (docs / f"{i}.txt").write_text(f"Report {i}. " + " ".join(rotated), encoding="utf-8")
     loaded = _heavy_modules_after(["ingest", str(docs), "--json",
@@ -96,18 +96,21 @@ def test_ingest_embeds_with_torch_alone(tmp_path):
     assert loaded == ["torch"]
 
 
-def test_embedder_picks_numpy_for_a_question_until_torch_is_loaded(model_path):
-    from rag.embedder import NUMPY_MAX_TEXTS, Embedder
+def test_a_question_and_a_chunk_go_through_one_engine(model_path):
+    """A question gets the same vector alone, among others, and in a batch as ingest embeds:
+    one engine, so an answer does not depend on what the process embedded before."""
+    from rag.embedder import MEMO_CALL_TEXTS, Embedder
 
     spec = resolve_embedding("all-minilm-l6-v2", Settings.from_env())
+    texts = _texts()
     e = Embedder(spec)
-    assert e.engine_for(1) == "numpy"
-    assert e.engine_for(NUMPY_MAX_TEXTS + 1) == "torch"
-    assert e.engine_for(3, bulk=True) == "torch"
-    q = e.embed(["Who was deployed?"])
-    bulk = e.embed(["Who was deployed?"], bulk=True)
-    assert e.engine_for(1) == "torch"  # loaded now: no reason to keep two engines busy
-    assert float(q[0] @ bulk[0]) >= 0.9995  # bulk may compute in bfloat16
+    alone = e.embed([texts[0]])
+    assert "_model" in e.__dict__  # the question itself loaded the torch engine
+    crowd = [f"Passage {i}: " + t for i, t in enumerate(texts * 30)][:MEMO_CALL_TEXTS + 1]
+    many = Embedder(spec).embed([texts[0]] + crowd)
+    assert float(alone[0] @ many[0]) >= 0.99999
+    reference = MiniLM(model_path, 256).encode(texts[:1])
+    assert float(alone[0] @ reference[0]) >= 0.9999
 
 
 def test_bulk_vectors_in_bfloat16_stay_close_to_float32(model_path, monkeypatch):
@@ -120,7 +123,7 @@ def test_bulk_vectors_in_bfloat16_stay_close_to_float32(model_path, monkeypatch)
         monkeypatch.setenv("RAG_EMBED_BF16", forced)
         e = Embedder(spec)
         assert e.bf16 is (forced == "1")
-        bulk = e.embed(texts, bulk=True)
+        bulk = e.embed(texts)
         assert np.allclose(np.linalg.norm(bulk, axis=1), 1.0, atol=1e-5)
         cos = (bulk * reference).sum(axis=1)
         assert cos.min() >= (0.9999 if forced == "1" else 0.99999), cos
@@ -136,15 +139,15 @@ def test_bulk_batches_by_token_length_keep_each_text_in_its_row(model_path):
     lengths = e.count_tokens(texts)
     reference = MiniLM(model_path, 256).encode(texts)
     # batches of 3 so that the order matters; lengths given as ingest gives them, and wrong
-    bulk = e.embed(texts, batch_size=3, bulk=True, lengths=lengths)
+    bulk = e._embed(texts, batch_size=3, lengths=lengths)
     assert (bulk * reference).sum(axis=1).min() >= 0.9999
-    scrambled = e.embed(texts, batch_size=3, bulk=True, lengths=lengths[::-1])
+    scrambled = e._embed(texts, batch_size=3, lengths=lengths[::-1])
     assert (scrambled * reference).sum(axis=1).min() >= 0.9999
 
-def test_ask_imports_neither_torch_nor_sentence_transformers(seed_settings):
+def test_ask_imports_torch_but_not_sentence_transformers(seed_settings):
     loaded = _heavy_modules_after(["ask", "Who signed the treaty?", "--json",
                                    "--index", str(seed_settings.index_dir)])
-    assert loaded == []
+    assert loaded == ["torch"]
 
 
 def _heavy_modules_after(args: list[str]) -> list[str]:

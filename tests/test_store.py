@@ -181,6 +181,12 @@ def test_format_2_index_is_upgraded_in_place_without_embedding_again(fresh_setti
     assert store.manifest() == before  # same generation, documents and chunks
     assert store.lexical_search('"missile" OR "launch"', 10) == expected
     assert (store.vectors([r for r, _ in expected]) == vectors).all()
+    rows = [r for r, _ in expected]
+    both = store.chunks_and_vectors(rows)  # what a search reads: the same rows in one query
+    chunks = store.chunks_by_rowid(rows)
+    assert set(both) == set(rows)
+    for j, r in enumerate(rows):
+        assert both[r][0] == chunks[r] and (both[r][1] == vectors[j]).all()
     store.close()
     manifest = json.loads((fresh_settings.index_dir / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION
