@@ -661,6 +661,9 @@ _HEADS = [
     # "Which country has ...", "In which military systems is ...", "Which agency reported"
     re.compile(_LEAD + r"(?:" + _NP_WORD + r"\s+){0,3}?(" + _NP_WORD + r")\s+(?:" + _AUX +
                r"|\w+ed)\b"),
+    # "What long-range missiles capable of ...", "Which team that ...": before what describes it
+    re.compile(_LEAD + r"(?:" + _NP_WORD + r"\s+){0,2}?(" + _NP_WORD + r")\s+(?:that|which|"
+               r"who|whose|capable|able|designed|meant|intended)\b"),
     # "What is the name of the stadium ...": the stadium
     re.compile(r"^(?:what|which)\s+(?:is|was|are|were)\s+the\s+(?:name|names|title|term)\s+of\s+"
                r"(?:the\s+|a\s+|an\s+)?(?:" + _NP_WORD + r"\s+){0,2}?(" + _NP_WORD +
@@ -683,7 +686,7 @@ def focus(question: str) -> str | None:
         m = pattern.match(q)
         if m:
             lead = q[:m.start(1)].split()[1:]
-            if i < 3 and any(re.fullmatch(_AUX, w) for w in lead):  # "what were the ..."
+            if i < 4 and any(re.fullmatch(_AUX, w) for w in lead):  # "what were the ..."
                 continue
             word = m.group(1).strip(".")
             if word in STOPWORDS or word in _NOT_FOCUS:
@@ -781,3 +784,79 @@ def gives_name(question: str, sentence: str, reach: int = 6) -> bool:
     return any(is_name(j) for i in at
                for j in range(max(0, i - reach), min(len(words), i + reach + 1))
                if j != i and clause_of(j) == clause_of(i))
+
+
+# -- a quoted term is answered whole -------------------------------------------------------------
+
+_QUOTATION = re.compile(r"“([^”“]{1,80})”|\"([^\"]{1,80})\"")
+
+
+def whole_quotation(sentence: str, start: int, end: int, max_words: int = 8
+                    ) -> tuple[int, int]:
+    """(start, end) grown to the whole of the quotation it stands in: a term the source puts in
+    quotation marks is one answer ("“hostile and confrontational” actions": not
+    "confrontational"). Unchanged when the run is not inside a quotation, or the quotation
+    runs longer than `max_words` words (a quoted statement, not a term)."""
+    for m in _QUOTATION.finditer(sentence):
+        a, b = m.span(1) if m.group(1) is not None else m.span(2)
+        if a <= start and end <= b and (a, b) != (start, end):
+            inner = sentence[a:b]
+            if len(inner.split()) > max_words:
+                break
+            # the marks' own punctuation ("“great patriots,”") stays outside the answer
+            while b > a and sentence[b - 1] in ",.;: ":
+                b -= 1
+            while a < b and sentence[a] == " ":
+                a += 1
+            return (a, b) if a <= start and end <= b else (start, end)
+    return start, end
+
+
+# -- "Besides X, who else ...": the answer stands in a list with X --------------------------------
+
+_BESIDES = re.compile(r"\b(?:besides|apart from|aside from|other than|in addition to|"
+                      r"as well as|along with)\s+([^,?]+)", re.I)
+_JOINED = re.compile(r"^\s*(?:,\s*)?(?:and|or|as well as|along with|plus)?\s*$", re.I)
+
+
+def besides(question: str) -> set[str]:
+    """The words of what a question sets aside ("Besides construction workers, who else ..."
+    -> {"construction", "worker"}): the answer is another item of the list that holds it."""
+    m = _BESIDES.search(question)
+    return set(_norm_words(m.group(1))) - SPAN_STOPWORDS if m else set()
+
+
+def listed_with(words: set[str], sentence: str, start: int, end: int) -> bool:
+    """Whether the run sentence[start:end] stands in a list beside a run of `words` ("workers
+    and deminers", "deminers, workers"), holding none of them."""
+    found = [(m.start(), m.end()) for m in _WORD.finditer(sentence) if _norm(m.group()) in words]
+    if not found or any(start <= a < end for a, _ in found):
+        return False
+    before = [b for _, b in found if b <= start]
+    after = [a for a, _ in found if a >= end]
+    return bool(before and _JOINED.match(sentence[max(before):start])) or \
+        bool(after and _JOINED.match(sentence[end:min(after)]))
+
+
+# -- a bare noun is answered with the words that qualify it ---------------------------------------
+
+def with_modifiers(question: str, sentence: str, start: int, end: int, limit: int = 2
+                   ) -> tuple[int, int]:
+    """(start, end) grown leftwards over the lower-case words that qualify a run beginning on
+    a lower-case word ("missiles" -> "ballistic missiles", "technology" -> "advanced
+    technology"): only across single spaces, never over a stopword, a word of the question or
+    an adverb, at most `limit` words."""
+    if not sentence[start:start + 1].islower() or re.match(_NUMBER_WORDS, sentence[start:end]):
+        return start, end
+    q_words = set(_norm_words(question))
+    for _ in range(limit):
+        m = re.search(r"(?:^|(?<=\s))([a-z][a-z\-]*) $", sentence[:start])
+        if m is None:
+            break
+        word = m.group(1)
+        if _norm(word) in SPAN_STOPWORDS or _norm(word) in q_words or word in _OPEN_ENDED \
+                or word.endswith(("ly", "ing", "ed")) or word in _FORMS or word in _PREPOSITIONS:
+            break
+        start = m.start(1)
+    return start, end
+
