@@ -25,6 +25,39 @@ from rag.registry import ModelSpec
 PROMPT_EVALUATION = "system-message, rest, last-token"
 
 
+# What llama.cpp logs at error level though it is no error, whole lines matched by their start.
+# Every other message is passed on to llama-cpp-python's own handler, as before.
+NOT_ERRORS = (
+    # a model with sliding-window attention (Gemma 3) given the full-size cache rag's n_ctx
+    # asks for: printed on every Gemma load, it read to users as a failure
+    b"llama_kv_cache_iswa: using full-size SWA cache",
+)
+_log_filter = None
+
+
+def filter_llama_logs() -> None:
+    """Install, once, the log handler that drops NOT_ERRORS. llama.cpp keeps only a pointer to
+    it, so the module keeps the handler itself alive."""
+    global _log_filter
+    if _log_filter is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    passing = _logger.llama_log_callback
+
+    @llama_cpp.llama_log_callback
+    def handler(level, text, user_data):
+        if text and text.startswith(NOT_ERRORS):
+            return
+        passing(level, text, user_data)
+
+    llama_cpp.llama_log_set(handler, ctypes.c_void_p(0))
+    _log_filter = handler
+
+
 def amx_crashes() -> bool:
     """Whether llama.cpp's AMX kernels would run here, which crash it. On a Xeon with AMX the
     llama-cpp-python 0.3.36 that pip builds (natively, so with those kernels) dies of a
@@ -99,6 +132,7 @@ class LLM:
     def _llama(self):
         from llama_cpp import Llama
 
+        filter_llama_logs()
         try:
             with model_defaults(**load_fields()):
                 return Llama(

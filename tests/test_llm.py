@@ -183,3 +183,17 @@ def test_flash_attention_follows_the_measurement_unless_told(monkeypatch):
     for forced, expected in (("0", False), ("1", True)):
         monkeypatch.setenv("RAG_FLASH_ATTN", forced)
         assert flash_attention_pays() is expected
+
+
+def test_gemma_loads_without_an_error_line_that_is_none(capfd):
+    """llama.cpp reports Gemma 3's full-size sliding-window cache at error level; rag drops
+    that one line and passes every other message on."""
+    from rag import llm as llm_module
+
+    settings = Settings.from_env(n_ctx=1024)  # a size no other test loads: a fresh load here
+    gemma = get_llm(resolve_llm("gemma3-270m", settings), settings)
+    _ = gemma._llama
+    err = capfd.readouterr().err
+    assert "full-size SWA cache" not in err
+    llm_module._log_filter(3, b"ggml: a real failure\n", None)
+    assert "ggml: a real failure" in capfd.readouterr().err
