@@ -197,3 +197,41 @@ def test_gemma_loads_without_an_error_line_that_is_none(capfd):
     assert "full-size SWA cache" not in err
     llm_module._log_filter(3, b"ggml: a real failure\n", None)
     assert "ggml: a real failure" in capfd.readouterr().err
+
+
+def test_the_system_message_state_is_restored_from_disk_to_the_same_answer(tmp_path,
+                                                                           monkeypatch):
+    """A new process restores the evaluated system message from disk instead of evaluating it
+    again, and answers exactly as it would have; a damaged file is evaluated afresh."""
+    from rag.llm import LLM, state_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    settings = Settings(n_threads=1)  # three loads of its own: one thread whatever else runs
+    spec = resolve_llm("smollm2", settings)
+    values, g = _values("How many were killed?"), ev.SHORT_ANSWER_GRAMMAR
+
+    def run() -> tuple[str, list, list[int]]:
+        llm = LLM(spec, settings)  # a model of its own: a new process's
+        decoded: list[int] = []
+        decode = llm._decode
+
+        def spy(tokens, n_past, last_only=False):
+            decoded.append(n_past)
+            return decode(tokens, n_past, last_only)
+
+        llm._decode = spy
+        text = llm.generate("answer", values, 24, grammar=g).text
+        scores = llm.score_continuations("answer", values, ["about 600", "15,000"], [[9], [6]])
+        return text, scores, decoded
+
+    first, first_scores, decoded = run()
+    assert decoded[0] == 0  # the system message evaluated: no state yet
+    files = list(state_dir().glob("*.bin"))
+    assert len(files) == 1 and files[0].stat().st_size > 1_000_000
+    again, again_scores, decoded = run()
+    assert decoded[0] > 0  # restored: evaluation starts after the system message
+    assert again == first and again_scores == first_scores
+    blob = files[0].read_bytes()
+    files[0].write_bytes(blob[:-100] + bytes(100))  # damaged
+    damaged, damaged_scores, decoded = run()
+    assert decoded[0] == 0 and damaged == first and damaged_scores == first_scores
