@@ -24,6 +24,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -175,6 +176,14 @@ def step_startup(runs: int) -> dict:
     out["cold_ask_peak_rss_mib"] = stats([r["peak_rss_mib"] for r in colds], 1)
     out["cold_ask_cpu_s"] = stats([r["cpu_s"] for r in colds])
     out["cold_ask_inside_s"] = stats([r["json"]["timings"]["total_s"] for r in colds])
+    # a first ever ask: nothing kept on disk (the system message's evaluated state, rag.llm)
+    firsts = []
+    for i in range(runs):
+        with tempfile.TemporaryDirectory() as empty:
+            firsts.append(rss_child(RAG + ["ask", QUESTIONS[i % len(QUESTIONS)], "--json",
+                                           "--index", str(index)],
+                                    env={"XDG_CACHE_HOME": empty}))
+    out["first_ever_cold_ask_s"] = {**stats([r["wall_s"] for r in firsts]), "load": load()}
 
     warm = json.loads(run_child([PY, __file__, "_warm", str(index), str(runs)])["stdout"])
     out["warm_ask_s"] = {**stats(warm["warm_s"]), "load": load()}
@@ -803,6 +812,10 @@ def markdown(r: dict) -> str:
         add("cold `rag ask` on seeds s (separate processes)", st["cold_ask_s"], "≤ 8 s",
             st["cold_ask_s"]["median"] <= 8, " s")
         add("cold `rag ask` CPU s (user + system)", st.get("cold_ask_cpu_s"), "", None, " s")
+        if "first_ever_cold_ask_s" in st:
+            add("first ever cold `rag ask` (no system-message state on disk yet) s",
+                st["first_ever_cold_ask_s"], "≤ 8 s", st["first_ever_cold_ask_s"]["median"] <= 8,
+                " s")
         add("warm ask (next question, same process) s", st["warm_ask_s"], "≤ 3 s",
             st["warm_ask_s"]["median"] <= 3, " s")
         add("cold ask peak RSS MiB", st["cold_ask_peak_rss_mib"], "", None, "", 0)
