@@ -75,8 +75,11 @@ class Settings:
     max_answer_tokens: int = 48
     # "quote": when the model's own answer fails its checks, the evidence is quoted (a long
     # sentence by its answering clauses). "short": the model then chooses the run of the
-    # evidence it finds likeliest as the answer (rag.answer.Answerer._scored_span).
-    answer_style: str = "quote"
+    # evidence it finds likeliest as the answer (rag.answer.Answerer._scored_span). Short is
+    # the default since it meets both of issue #3's bars in one configuration: seeds/qa.jsonl
+    # 42 of 44 right (quote: 44), citations 1.0, abstention 0.9; SQuAD even-300 F1 44.8
+    # (quote: 22.3).
+    answer_style: str = "short"
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:

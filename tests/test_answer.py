@@ -202,3 +202,28 @@ def test_short_style_picks_the_qualifier_of_what_a_kind_question_asks_about(seed
         _check_citations(ans)
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("question, expected", [
+    # the likeliest run is "United States", far from "President" in the sentence
+    ("Who is the president of South Korea?", "myung"),
+    # "Seoul" is likelier; "besides" asks for the other item of the workers' list
+    ("Besides construction workers, who else has Kim agreed to send to Russia's Kursk region?",
+     "deminers"),
+    # "confrontational" alone is likelier; the source quotes the whole term
+    ("How does Pyongyang describe the actions of Washington and Seoul?",
+     "hostile and confrontational"),
+])
+def test_short_style_answers_beside_what_is_asked(seed_settings, question, expected):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask(question)
+        assert not ans.abstained and ans.method in ("generated", "chosen")
+        body = ans.answer.rsplit(" [", 1)[0]
+        assert expected in body.lower() and len(body.split()) <= 6
+        assert body in ans.citations[0].text
+        _check_citations(ans)
+    finally:
+        a.close()

@@ -231,6 +231,10 @@ def test_answer_slot_is_what_stands_where_the_preposition_points(question, sente
     ("Which U.S. president is Lee Jae Myung due to meet?", "president"),
     ("Who is the president of South Korea?", "president"),
     ("What is the name of the stadium where Super Bowl 50 was played?", "stadium"),
+    # the noun before what describes it
+    ("What long-range missiles capable of reaching the United States has North Korea been "
+     "developing?", "missiles"),
+    ("Which team that won the title was based in Denver?", "team"),
     ("What were the soldiers praised as at the ceremony?", None),  # "were" is no noun
     ("How many soldiers received hero titles?", None),
     ("When did Kim condemn the drills?", None),
@@ -290,3 +294,48 @@ def test_of_two_equal_sentences_the_better_retrieved_passage_comes_first(answere
                                answerer.embedder)
     assert [s.source for s in ranked] == ["high.txt", "mid.txt", "low.txt"]
     assert len({s.score for s in ranked}) == 1  # the nudge orders; the score is the sentence's
+
+
+def _run(sentence: str, text: str) -> tuple[int, int]:
+    i = sentence.index(text)
+    return i, i + len(text)
+
+
+def test_a_quoted_term_is_answered_whole():
+    s = "It counters what it describes as “hostile and confrontational” actions by Seoul."
+    assert s[slice(*ev.whole_quotation(s, *_run(s, "confrontational")))] == \
+        "hostile and confrontational"
+    # the punctuation inside the marks stays outside the answer
+    s2 = "Kim praised them as “great patriots,” and awarded medals."
+    assert s2[slice(*ev.whole_quotation(s2, *_run(s2, "patriots")))] == "great patriots"
+    # not inside a quotation, or the quotation a statement rather than a term: unchanged
+    assert ev.whole_quotation(s, *_run(s, "Seoul")) == _run(s, "Seoul")
+    s3 = "He said “we will answer every provocation with overwhelming force and resolve” today."
+    assert ev.whole_quotation(s3, *_run(s3, "force")) == _run(s3, "force")
+
+
+def test_besides_asks_for_another_item_of_the_list():
+    q = "Besides construction workers, who else has Kim agreed to send to Kursk?"
+    aside = ev.besides(q)
+    assert aside == {"construction", "worker"}
+    s = ("Kim agreed to send thousands of construction workers and deminers to Kursk, a "
+         "deployment Seoul believes could take place soon.")
+    assert ev.listed_with(aside, s, *_run(s, "deminers"))
+    assert not ev.listed_with(aside, s, *_run(s, "Seoul"))
+    assert not ev.listed_with(aside, s, *_run(s, "thousands"))  # "of construction" between
+    assert not ev.listed_with(aside, s, *_run(s, "construction workers and deminers"))
+    assert ev.besides("Who else has Kim agreed to send?") == set()
+
+
+def test_a_bare_noun_is_answered_with_its_qualifiers():
+    q = "What types of weapons has North Korea supplied to Russia?"
+    s = "North Korea has supplied Moscow with large quantities of artillery and ballistic missiles."
+    assert s[slice(*ev.with_modifiers(q, s, *_run(s, "missiles")))] == "ballistic missiles"
+    # never over a verb, a preposition, a word of the question, or before a name or a figure
+    s2 = "The Panthers, boasting six Pro Bowl selections, had suffered three injuries."
+    assert ev.with_modifiers(q, s2, *_run(s2, "six")) == _run(s2, "six")
+    assert s2[slice(*ev.with_modifiers(q, s2, *_run(s2, "injuries")))] == "three injuries"
+    s3 = "It grows its arsenal as a deterrent against perceived threats."
+    assert s3[slice(*ev.with_modifiers(q, s3, *_run(s3, "threats")))] == "threats"
+    assert ev.with_modifiers(q, s, *_run(s, "Moscow")) == _run(s, "Moscow")
+    assert s[slice(*ev.with_modifiers(q, s, *_run(s, "quantities")))] == "large quantities"
