@@ -462,7 +462,7 @@ def latencies(index, queries, k: int = 10) -> list[float]:
     return out
 
 
-def step_retrieval(runs: int, sizes: list[int]) -> dict:
+def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
     import faiss
     import numpy as np
 
@@ -475,7 +475,7 @@ def step_retrieval(runs: int, sizes: list[int]) -> dict:
                  "queries": f"{len(questions)} real SQuAD dev questions (odd-numbered), "
                             "embedded by all-MiniLM-L6-v2",
                  "synthetic": synthetic.__doc__.split("\n\n")[0].replace("\n", " ").strip()}
-    out["full_search_2k"] = full_search_2k(runs)
+    out["full_search_2k"] = full_search_2k(runs, threads)
     for n in sizes:
         log("retrieval size", n)
         x = chunks if n <= len(chunks) else synthetic(n, chunks)
@@ -546,10 +546,13 @@ def step_retrieval(runs: int, sizes: list[int]) -> dict:
     return out
 
 
-def full_search_2k(runs: int) -> dict:
-    """The whole `Retriever.search` (numpy query embedding, FAISS, FTS5, fusion, collapse)
-    over the SQuAD index, in a child process, and its parts."""
-    r = run_child([PY, __file__, "_search", str(WORK / "squad-index"), str(runs)])
+def full_search_2k(runs: int, threads: int) -> dict:
+    """The whole `Retriever.search` (query embedding, FAISS, FTS5, fusion, collapse) over the
+    SQuAD index, in a child process, and its parts. On `threads` threads, as the generation
+    step: left to choose, the child would read the load the bench's own ingest step left in
+    the 1-minute load average and take one."""
+    r = run_child([PY, __file__, "_search", str(WORK / "squad-index"), str(runs)],
+                  env={"RAG_THREADS": str(threads)})
     return json.loads(r["stdout"])
 
 
@@ -858,7 +861,7 @@ def main() -> None:
         elif step == "ingest":
             res = step_ingest(args.ingest_runs or args.runs, args.threads)
         elif step == "retrieval":
-            res = step_retrieval(args.runs, [int(s) for s in args.sizes.split(",")])
+            res = step_retrieval(args.runs, [int(s) for s in args.sizes.split(",")], args.threads)
         elif step == "generation":
             res = step_generation(max(args.runs, 7), args.threads)
         else:

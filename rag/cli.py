@@ -34,8 +34,8 @@ class Style(StrEnum):
 
 StyleOpt = Annotated[Style | None, typer.Option(
     "--style", envvar="RAG_ANSWER_STYLE", case_sensitive=False,
-    help="When the model's own words fail their checks: quote the evidence (default) or "
-         "let the model choose a short run of it")]
+    help="When the model's own words fail their checks: let the model choose a short run "
+         "of the evidence (default) or quote the evidence")]
 
 
 def _settings(index: Path | None, model: str | None = None,
