@@ -860,3 +860,12 @@ def with_modifiers(question: str, sentence: str, start: int, end: int, limit: in
         start = m.start(1)
     return start, end
 
+
+
+def names_only(sentence: str, start: int, end: int) -> bool:
+    """Whether the run sentence[start:end] is names alone: every word capitalised (or a figure)
+    and the run not opening the sentence, where any word is."""
+    words = _WORD.findall(sentence[start:end])
+    if not words or not sentence[:start].strip():
+        return False
+    return all(w[:1].isupper() or w[:1].isdigit() for w in words)

@@ -339,3 +339,16 @@ def test_a_bare_noun_is_answered_with_its_qualifiers():
     assert s3[slice(*ev.with_modifiers(q, s3, *_run(s3, "threats")))] == "threats"
     assert ev.with_modifiers(q, s, *_run(s, "Moscow")) == _run(s, "Moscow")
     assert s[slice(*ev.with_modifiers(q, s, *_run(s, "quantities")))] == "large quantities"
+
+
+def test_names_only_tells_a_run_of_names_from_a_kind():
+    s = ("Since the start of Russia’s war in Ukraine, North Korea has supplied Moscow with "
+         "ballistic missiles.")
+    at = s.index("Ukraine")
+    assert ev.names_only(s, at, at + len("Ukraine"))
+    at = s.index("North Korea")
+    assert ev.names_only(s, at, at + len("North Korea"))
+    at = s.index("ballistic")
+    assert not ev.names_only(s, at, at + len("ballistic missiles"))
+    assert not ev.names_only(s, 0, len("Since"))  # a capital that only opens the sentence
+    assert not ev.names_only(s, at, at)
