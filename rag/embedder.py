@@ -62,7 +62,7 @@ class Embedder:
     def dimension(self) -> int:
         if self.spec.dimension:
             return int(self.spec.dimension)
-        if self.numpy_capable:
+        if self.own_forward:
             return int(self._numpy_model.dimension)
         return int(self._model.get_sentence_embedding_dimension())
 
@@ -92,7 +92,7 @@ class Embedder:
     @cached_property
     def _model(self):
         """The engine: TorchMiniLM for a plain BERT, else sentence-transformers."""
-        if self.numpy_capable:
+        if self.own_forward:
             from rag.minilm import TorchMiniLM
 
             return TorchMiniLM(self._numpy_model, bf16=self.bf16)
@@ -111,7 +111,8 @@ class Embedder:
         return MiniLM(self.path, self.max_seq_length)
 
     @cached_property
-    def numpy_capable(self) -> bool:
+    def own_forward(self) -> bool:
+        """A plain mean-pooled BERT, which rag runs with its own forward (rag.minilm)."""
         from rag.minilm import supports
 
         return supports(self.path)
@@ -129,7 +130,7 @@ class Embedder:
     @property
     def engine(self) -> str:
         """What computes the vectors: "torch-bf16", "torch-fp32" or "sentence-transformers"."""
-        if not self.numpy_capable:
+        if not self.own_forward:
             return "sentence-transformers"
         return "torch-bf16" if self.bf16 else "torch-fp32"
 
@@ -175,7 +176,7 @@ class Embedder:
             import torch
 
             torch.set_num_threads(self.threads)
-        if self.numpy_capable:  # TorchMiniLM batches by token counts itself
+        if self.own_forward:  # TorchMiniLM batches by token counts itself
             return model.encode(texts, batch_size=batch_size, progress=progress)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         # longest first, as sentence-transformers orders one call: batches of like lengths
