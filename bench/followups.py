@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -72,7 +73,12 @@ def corpus(name: str, distractors: int, work: Path = WORK) -> Settings:
                              "bench/squad.py retrieval once to write them")
         for f in paragraphs:
             shutil.copy(f, docs / f.name)
+    # the style `rag chat` answers in, unless RAG_ANSWER_STYLE says otherwise
+    from rag.chat import DEFAULT_STYLE
+
     settings = Settings.from_env(index_dir=work / name / "index")
+    if not os.environ.get("RAG_ANSWER_STYLE"):
+        settings = settings.with_(answer_style=DEFAULT_STYLE)
     ingest([str(docs)], settings)
     return settings
 

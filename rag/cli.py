@@ -186,13 +186,15 @@ def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
              "--rewrite", help="How follow-ups become search queries: rules, llm or off")]
          = "rules", style: StyleOpt = None) -> None:
     """Interactive questions in the terminal, with follow-ups (/help inside; Ctrl-D leaves).
-    With standard input piped: one question per line, each answer printed as `rag ask` does."""
+    With standard input piped: one question per line, each answer printed as `rag ask` does.
+    Answers quote their evidence unless --style says otherwise."""
     from rag import chat as conversation
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        session = conversation.Session(_settings(index, model, style), model, k, rewrite,
-                                       tty=interactive)
+        session = conversation.Session(
+            _settings(index, model, style or Style(conversation.DEFAULT_STYLE)), model, k,
+            rewrite, tty=interactive)
     except RagError as e:
         _fail(e)
     try:
