@@ -53,8 +53,9 @@ LLAMA_POOLING_TYPE_MEAN = 1
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "gguf"
+    from rag.config import cache_dir as rag_cache
+
+    return rag_cache() / "gguf"
 
 
 def weights_id(model_path: Path) -> str:

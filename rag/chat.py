@@ -14,7 +14,6 @@ of the conversation. The CLI only builds a Session and runs it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rag.answer import Answerer
-from rag.config import Settings
+from rag.config import Settings, cache_dir
 from rag.errors import RagError
 from rag.rewrite import MODES, Rewrite, rewrite_llm, rewrite_rules
 from rag.types import Answer, Hit
@@ -119,8 +118,7 @@ class Conversation:
 
 
 def history_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "chat_history"
+    return cache_dir() / "chat_history"
 
 
 class Session:

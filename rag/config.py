@@ -19,6 +19,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def cache_dir() -> Path:
+    """rag's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache): assembled models,
+    chat history, the system message's evaluated state."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag"
+
+
 def free_cores() -> int:
     """The cores this process may use (its CPU affinity)."""
     try:

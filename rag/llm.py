@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from rag import prompts
-from rag.config import Settings, cpu_flags
+from rag.config import Settings, cache_dir, cpu_flags
 from rag.errors import ModelNotFound, PromptError
 from rag.registry import ModelSpec
 
@@ -122,8 +122,7 @@ STATE_FILES_KEPT = 8  # one per model and prompt version; ~4 MB each for SmolLM2
 
 
 def state_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "prompt-states"
+    return cache_dir() / "prompt-states"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.config import Settings
+from rag.config import Settings, cache_dir
 from rag.errors import ModelNotFound
 
 PROMPT_STYLES = ("chat", "completion", "auto")
@@ -57,8 +57,7 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "models"
+    return cache_dir() / "models"
 
 
 def _spec_from_entry(name: str, kind: str, entry: dict) -> ModelSpec:
