@@ -67,6 +67,20 @@ CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
 
 
+def _journal_to_wal(db: sqlite3.Connection, deadline: float) -> None:
+    """Switch to write-ahead logging. Two processes creating one index at once both ask for it;
+    SQLite answers the loser "database is locked" at once, without waiting out the busy
+    timeout, so it is asked again until the other has finished (or the deadline passes)."""
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class Manifest:
     format_version: int
@@ -107,7 +121,7 @@ class Store:
         try:
             db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            _journal_to_wal(db, deadline=time.monotonic() + 30)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(index_dir, db)
