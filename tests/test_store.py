@@ -216,18 +216,18 @@ def test_many_opening_one_new_index_at_once_all_succeed(tmp_path):
     # The old code lost about one round in sixty here.
     import threading
     failures = []
+
+    def open_it(index, barrier):
+        barrier.wait()
+        try:
+            Store.open(index, "model", "fingerprint", 4, create=True).close()
+        except Exception as e:  # any failure is the finding
+            failures.append(e)
+
     for round_ in range(200):
-        index = tmp_path / f"index{round_}"
         barrier = threading.Barrier(8)
-
-        def open_it():
-            barrier.wait()
-            try:
-                Store.open(index, "model", "fingerprint", 4, create=True).close()
-            except Exception as e:  # noqa: BLE001 - any failure is the finding
-                failures.append(e)
-
-        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        threads = [threading.Thread(target=open_it, args=(tmp_path / f"index{round_}", barrier))
+                   for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
