@@ -237,22 +237,14 @@ class TorchMiniLM:
         self.word, self.position = tensor(base.word), tensor(base.position)
         self.type0 = tensor(base.type0)
         self.emb_ln = tuple(tensor(a) for a in base.emb_ln)
-        self.layers = []
+        # flat lists, four per layer, as rag.torch_forward.forward takes them
+        self._weights, self._biases, self._norms = [], [], []
         for (qkv, qkv_b, o_w, o_b, ln1_w, ln1_b, i_w, i_b, f_w, f_b, ln2_w, ln2_b) in base.layers:
-            self.layers.append((linear(qkv, qkv_b), linear(o_w, o_b),
-                                (tensor(ln1_w), tensor(ln1_b)), linear(i_w, i_b),
-                                linear(f_w, f_b), (tensor(ln2_w), tensor(ln2_b))))
-
-    def _linear(self, x, wb: tuple, gelu: bool = False):
-        import torch
-        import torch.nn.functional as F
-
-        if self._packed:
-            # the post-op "gelu" with algorithm "none" is the exact (erf) GELU
-            return torch.ops.mkldnn._linear_pointwise(
-                x, wb[0], wb[1], "gelu" if gelu else "none", [], "none" if gelu else "")
-        y = F.linear(x, *wb)
-        return F.gelu(y) if gelu else y
+            for w, b in ((qkv, qkv_b), (o_w, o_b), (i_w, i_b), (f_w, f_b)):
+                w, b = linear(w, b)
+                self._weights.append(w)
+                self._biases.append(b)
+            self._norms += [tensor(a) for a in (ln1_w, ln1_b, ln2_w, ln2_b)]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -266,27 +258,15 @@ class TorchMiniLM:
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
+
+        from rag.torch_forward import compiled
 
         ids, mask = (torch.from_numpy(a) for a in _padded(batch))
-        mask = mask.bool()
-        n, length = ids.shape
-        hidden = self.dimension
-        with torch.inference_mode():
-            h = self.word[ids] + self.position[:length] + self.type0
-            h = F.layer_norm(h, (hidden,), *self.emb_ln, eps=self.eps).reshape(n * length, -1)
-            attend = None if bool(mask.all()) else mask[:, None, None, :]
-            for (qkv, out_proj, ln1, inner, ffn_out, ln2) in self.layers:
-                y = self._linear(h.to(self.dtype), qkv)
-                q, k, v = y.view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
-                ctx = ctx.transpose(1, 2).reshape(n * length, -1)
-                x = F.layer_norm(h + self._linear(ctx, out_proj).float(), (hidden,), *ln1,
-                                 eps=self.eps)
-                y = self._linear(self._linear(x.to(self.dtype), inner, gelu=True), ffn_out)
-                h = F.layer_norm(x + y.float(), (hidden,), *ln2, eps=self.eps)
-            h = h.view(n, length, -1) * mask[:, :, None]
-            pooled = h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        # op by op as written (no fusion): the same arithmetic whichever way it runs
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            pooled = compiled()(ids, mask.bool(), self.word, self.position, self.type0,
+                                self.emb_ln[0], self.emb_ln[1], self._weights, self._biases,
+                                self._norms, self.heads, self.eps, self._packed, self.dtype)
         return pooled.numpy()
 
 

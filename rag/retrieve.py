@@ -74,6 +74,26 @@ def lexical_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(content_words(text)))
 
 
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"  # what \w matches in a str pattern
+
+
+def whole_words(low: str, words: set[str]) -> list[tuple[int, str]]:
+    """(offset, word) of every whole-word occurrence of `words` (lower case, each a run of \\w)
+    in the lowered text `low`: the places the pattern \\b(?:w1|w2|...)\\b finds, by str.find
+    (SQuAD, 20 paragraphs a question: 0.10 ms against 0.31 ms for that pattern)."""
+    found = []
+    for w in words:
+        at = low.find(w)
+        while at >= 0:
+            end = at + len(w)
+            if (at == 0 or not _word_char(low[at - 1])) and \
+                    (end == len(low) or not _word_char(low[end])):
+                found.append((at, w))
+            at = low.find(w, at + 1)
+    return found
+
+
 def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: dict[int, float]
                        ) -> dict[int, float]:
     """Fused scores with the best `rowids` moved by how much of the question one sentence of
@@ -86,18 +106,16 @@ def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: di
     words = set(content_words(question))
     if len(rowids) < 2 or not words:
         return fused
-    pattern = r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b"
-    # found in the lowered text: ~40% faster than matching regardless of case, the same places
-    # while lowering keeps the length (a few letters lengthen: then the text itself)
-    find, find_any_case = re.compile(pattern), None
+    find_any_case = None
     sentences = []
     for r in rowids:
         text = chunks[r].text
         low = text.lower()
-        if len(low) == len(text):
-            found = [(m.start(), m.group()) for m in find.finditer(low)]
-        else:
-            find_any_case = find_any_case or re.compile(pattern, re.IGNORECASE)
+        if len(low) == len(text):  # lowering kept every offset
+            found = whole_words(low, words)
+        else:  # a few letters lengthen when lowered: match the text itself
+            find_any_case = find_any_case or re.compile(
+                r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b", re.IGNORECASE)
             found = [(m.start(), m.group().lower()) for m in find_any_case.finditer(text)]
         ends = [b for _, b in split_sentences(text)] if found else []
         per = [set() for _ in ends]

@@ -82,6 +82,32 @@ def test_torch_engine_matches_sentence_transformers(model_path):
         assert (by_three * mine).sum(axis=1).min() >= floor
 
 
+def test_the_compiled_forward_is_the_eager_one_bit_for_bit(model_path):
+    """TorchScript compiles rag's forward (a silent fall-back to eager would keep the vectors
+    but lose the speed), and the compiled pass gives exactly the eager pass's numbers, alone
+    and in padded batches, in float32 and bfloat16."""
+    import torch
+
+    from rag import torch_forward
+    from rag.minilm import TorchMiniLM, _padded
+
+    assert isinstance(torch_forward.compiled(), torch.jit.ScriptFunction)
+    base = MiniLM(model_path, 256)
+    texts = _texts()
+    batches = [[base.tokenizer.encode(t).ids] for t in texts[:3]]
+    batches.append([base.tokenizer.encode(t).ids for t in texts])
+    for bf16 in (False, True):
+        engine = TorchMiniLM(base, bf16=bf16)
+        for batch in batches:
+            ids, mask = (torch.from_numpy(a) for a in _padded(batch))
+            args = (ids, mask.bool(), engine.word, engine.position, engine.type0,
+                    *engine.emb_ln, engine._weights, engine._biases, engine._norms,
+                    engine.heads, engine.eps, engine._packed, engine.dtype)
+            with torch.inference_mode():
+                eager = torch_forward.forward(*args).numpy()
+            assert np.array_equal(engine._forward(batch), eager), (bf16, len(batch))
+
+
 def test_ingest_embeds_with_torch_alone(tmp_path):
     """A bulk ingest loads torch, not sentence-transformers or transformers (~2.5 s more)."""
     docs = tmp_path / "docs"

@@ -1,5 +1,8 @@
+import re
+from pathlib import Path
+
 from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, fuse, lexical_query, rerank_by_sentence
+from rag.retrieve import Retriever, fuse, lexical_query, rerank_by_sentence, whole_words
 from rag.types import Chunk
 
 
@@ -118,3 +121,21 @@ def test_sentence_rerank_leaves_a_pool_it_cannot_tell_apart():
     fused = {0: 0.7, 1: 0.2}
     assert rerank_by_sentence("Which river passes Basel?", [0, 1], chunks, fused) == fused
     assert rerank_by_sentence("the of and", [0, 1], chunks, fused) == fused
+
+
+def test_whole_words_finds_what_the_word_boundary_pattern_finds():
+    import random
+
+    texts = ["the war in warsaw; war-time wars, _war war_ war2 2war war",
+             "naïve café: café's naïveté, déjà-vu (déjà) vu",
+             "x" * 40 + " x " + "x", "", "war"]
+    seeds = Path(__file__).resolve().parent.parent / "seeds"
+    texts += [p.read_text().lower() for p in sorted(seeds.glob("*.txt"))]
+    rng = random.Random(7)
+    vocab = sorted({w for t in texts for w in re.findall(r"\w+", t)})
+    for text in texts:
+        for _ in range(30):
+            words = set(rng.sample(vocab, 5)) | {"war", "x", "café", "vu"}
+            pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
+            assert sorted(whole_words(text, words)) == \
+                sorted((m.start(), m.group()) for m in pattern.finditer(text))
