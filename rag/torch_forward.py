@@ -47,14 +47,15 @@ def forward(ids: torch.Tensor, mask: torch.Tensor, word: torch.Tensor, position:
     for layer in range(len(weights) // 4):
         at = 4 * layer
         y = _linear(h.to(dtype), weights[at], biases[at], False, packed)
-        qkv = y.view(n, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attend)
+        q, k, v = y.view(n, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
         ctx = ctx.transpose(1, 2).reshape(n * length, hidden)
-        x = F.layer_norm(h + _linear(ctx, weights[at + 1], biases[at + 1], False, packed).float(),
+        # float32 + bfloat16 promotes to float32: the sum of the two as float32, in one op
+        x = F.layer_norm(h + _linear(ctx, weights[at + 1], biases[at + 1], False, packed),
                          [hidden], norms[at], norms[at + 1], eps)
         y = _linear(_linear(x.to(dtype), weights[at + 2], biases[at + 2], True, packed),
                     weights[at + 3], biases[at + 3], False, packed)
-        h = F.layer_norm(x + y.float(), [hidden], norms[at + 2], norms[at + 3], eps)
+        h = F.layer_norm(x + y, [hidden], norms[at + 2], norms[at + 3], eps)
     h = h.view(n, length, hidden) * mask[:, :, None]
     return h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
 
