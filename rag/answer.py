@@ -250,6 +250,18 @@ class Answerer:
                                         "quoting the evidence there instead")
             return self._quote(question, chosen, sentences, kind, verification, slot), \
                 "extractive"
+        gap = ev.answer_gap(question, chosen.text) \
+            if self.settings.answer_style == "short" else None
+        if gap is not None and ev.fits_kind(chosen.text[gap[0]:gap[1]], kind):
+            # what the sentence puts between two words the question keeps together ("grow [its
+            # nuclear weapons stockpile] as a deterrent") is what the question left out, in
+            # place of the model's words (seeds q38: "perceived threats" before). Short style
+            # only: the quote style's answers were not measured with it.
+            verification["answer_gap"] = chosen.text[gap[0]:gap[1]]
+            if span is not None and span[0] < gap[1] and gap[0] < span[1]:
+                return chosen.text[gap[0]:gap[1]], "generated"
+            verification["replaced"] = "the model's words are not in the question's gap"
+            return chosen.text[gap[0]:gap[1]], "extractive"
         if span is not None:
             return chosen.text[span[0]:span[1]], "generated"
         if self.settings.answer_style == "short" and self.llm.can_score:

@@ -184,6 +184,23 @@ def test_a_hanging_preposition_points_at_the_answer(answerer, question, expected
     _check_citations(a)
 
 
+def test_short_style_fills_the_gap_the_question_closes(seed_settings):
+    from rag.answer import Answerer
+
+    # seeds q38: the model's likeliest run was "perceived threats"; the sentence says "grow
+    # its nuclear weapons stockpile as a deterrent"
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask("What has Kim said North Korea will accelerate efforts to grow as a "
+                    "deterrent?")
+        assert not ans.abstained
+        assert ans.verification["answer_gap"] == "nuclear weapons stockpile"
+        assert ans.answer == "nuclear weapons stockpile [1]"
+        _check_citations(ans)
+    finally:
+        a.close()
+
+
 def test_a_name_no_sentence_gives_is_not_answered(answerer):
     # the seed articles call them "new anti-air missiles" and never name them
     a = answerer.ask("What is the name or designation of the new anti-air missiles North Korea "

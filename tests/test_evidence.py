@@ -222,6 +222,57 @@ def test_answer_slot_is_what_stands_where_the_preposition_points(question, sente
     assert (sentence[span[0]:span[1]] if span else None) == slot
 
 
+def test_gaps_pair_a_word_with_the_preposition_after_it_when_the_question_goes_on():
+    assert ev.gaps("What has Kim said North Korea will accelerate efforts to grow as a "
+                   "deterrent?") == [("efforts", "to", "grow"), ("grow", "as", "deterrent")]
+    assert ev.gaps("What were the soldiers praised as?") == []  # hanging: answer_slot's
+    assert ev.gaps("In which city did they meet?") == []
+    # a relative clause of the question speaks of something else than what it asks
+    assert ev.gaps("What was given to high schools where former students went on to play or "
+                   "coach in a Super Bowl?") == [("given", "to", "high")]
+
+
+_GROW = ("He has repeatedly stated that North Korea will accelerate efforts to grow its nuclear "
+         "weapons stockpile as a deterrent against perceived threats.")
+
+
+@pytest.mark.parametrize("question, sentence, gap", [
+    # the question keeps "grow as a deterrent" together; the sentence puts the answer between
+    ("What has Kim said North Korea will accelerate efforts to grow as a deterrent?", _GROW,
+     "nuclear weapons stockpile"),
+    ("Who did the Panthers beat in the divisional round?",
+     "The Panthers beat the Seattle Seahawks in the divisional round, running up a 31–0 "
+     "halftime lead.", "Seattle Seahawks"),
+    ("What did the team win in 2015?", "The team won the title in 2015.", "title"),
+    # the run crosses a clause break
+    ("What has Kim said North Korea will grow as a deterrent?",
+     "North Korea will grow, its leader said, as a deterrent against threats.", None),
+    # the run crosses a conjunction: two things, not one answer
+    ("What did the team win in 2015?", "The team won the title and the cup in 2015.", None),
+    # the sentence keeps the two words together too: nothing is left out
+    ("What did North Korea test in January?", "North Korea carried out a missile test in "
+     "January.", None),
+    # the run holds a word the question already says
+    ("What missiles did North Korea launch in January?", "North Korea launched two missiles "
+     "in January.", None),
+    # the preposition's object is another than the question's ("in favor", not "in the season")
+    ("How many touchdowns did Osweiler throw in the season?",
+     "He was benched after throwing four interceptions in favor of Brock Osweiler.", None),
+    # one adverb, or a pronoun, is no answer
+    ("Who was the oldest quarterback to play in a Super Bowl?",
+     "He is also the oldest quarterback ever to play in a Super Bowl at age 39.", None),
+    ("For what occasion was he put on the cover?",
+     "Time put him on the cover for his 75th birthday.", None),
+    # a "what kind of" answer qualifies the noun asked about
+    ("What kind of economy did northern California start to grow in the 2000s?",
+     "Northern California started to grow a tech-oriented economy in the 2000s.", None),
+])
+def test_answer_gap_is_what_the_sentence_puts_between_words_the_question_keeps_together(
+        question, sentence, gap):
+    span = ev.answer_gap(question, sentence)
+    assert (sentence[span[0]:span[1]] if span else None) == gap
+
+
 @pytest.mark.parametrize("question, head", [
     ("What kind of missiles did North Korea test?", "missiles"),
     ("What type of ballistic missile did North Korea launch in January?", "missile"),
