@@ -157,7 +157,10 @@ class Embedder:
         missing = list(dict.fromkeys(t for t in texts if t not in memo))
         if missing:
             if len(memo) + len(missing) > MEMO_TEXTS:
+                # forget the others, not this call's own texts: they are read back below
+                kept = {t: memo[t] for t in texts if t in memo}
                 memo.clear()
+                memo.update(kept)
             for t, v in zip(missing, self._embed(missing)):
                 memo[t] = v
         if not texts:

@@ -201,3 +201,19 @@ def test_recent_texts_are_not_embedded_twice():
     again = e.embed(["The treaty was signed in May.", "Who signed the treaty?"])
     assert np.array_equal(again, first[::-1])
     assert e.embed([]).shape == (0, 384)
+
+
+def test_a_full_memo_keeps_the_texts_of_the_call_that_fills_it(monkeypatch):
+    """When a call brings the memo past its size, the memo is emptied but for that call's own
+    texts: one it already held is still there to read back (it was a KeyError)."""
+    import rag.embedder
+    from rag.embedder import Embedder
+
+    monkeypatch.setattr(rag.embedder, "MEMO_TEXTS", 4)
+    e = Embedder(resolve_embedding("all-minilm-l6-v2", Settings.from_env()))
+    held = e.embed(["Who signed the treaty?", "Where was it signed?", "When?"])
+    mixed = e.embed(["Where was it signed?", "A new question.", "Another new one."])
+    assert np.array_equal(mixed[0], held[1])
+    assert set(e._memo) == {"Where was it signed?", "A new question.", "Another new one."}
+    assert np.array_equal(mixed, e.embed(["Where was it signed?", "A new question.",
+                                          "Another new one."]))
