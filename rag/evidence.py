@@ -594,12 +594,24 @@ _SLOT_ENDS = _PREPOSITIONS | {"and", "or", "but", "which", "who", "that", "while
                               "where", "because", "after", "before"}
 
 
+def _question_words(question: str) -> tuple[set[str], list[str]]:
+    """The question's names (capitalised words past its first, lowered) and its words and
+    punctuation in order, lowered: what `dangling` and `gaps` read a question by."""
+    names = {w.lower() for w in re.findall(r"(?<!^)\b[A-Z][\w'’-]*", question.strip())}
+    return names, re.findall(r"[\w'’-]+|[?.!,;]", question.lower())
+
+
+def _head_forms(word: str) -> set[str]:
+    """The normalised forms a sentence may give a question's word in (`answer_slot`,
+    `answer_gap`)."""
+    return {_norm(f) for f in _forms(word)} | {_norm(word)}
+
+
 def dangling(question: str) -> list[tuple[str, str]]:
     """(word, preposition) for each preposition `question` leaves without its object, with the
     content word before it: "What were the soldiers praised as at the ceremony?" ->
     [("praised", "as")]; "Which country has Kim cultivated ties with?" -> [("ties", "with")]."""
-    names = {w.lower() for w in re.findall(r"(?<!^)\b[A-Z][\w'’-]*", question.strip())}
-    words = re.findall(r"[\w'’-]+|[?.!,;]", question.lower())
+    names, words = _question_words(question)
     out = []
     for i in range(1, len(words)):
         prep, before = words[i], words[i - 1]
@@ -627,7 +639,7 @@ def answer_slot(question: str, sentence: str, max_words: int = 8) -> tuple[int, 
     words = list(_WORD.finditer(sentence))
     norms = [_norm(w.group()) for w in words]
     for head, prep in slots:
-        heads = {_norm(f) for f in _forms(head)} | {_norm(head)}
+        heads = _head_forms(head)
         for i, n in enumerate(norms):
             if n not in heads:
                 continue
@@ -668,8 +680,7 @@ def gaps(question: str) -> list[tuple[str, str, str]]:
     stopword): "What has Kim said North Korea will accelerate efforts to grow as a deterrent?"
     -> [("efforts", "to", "grow"), ("grow", "as", "deterrent")]. Where a sentence puts words
     between the two, the question has left them out (rag.evidence.answer_gap)."""
-    names = {w.lower() for w in re.findall(r"(?<!^)\b[A-Z][\w'’-]*", question.strip())}
-    words = re.findall(r"[\w'’-]+|[?.!,;]", question.lower())
+    names, words = _question_words(question)
     # the question's own clause: a relative or subordinate clause after its wh- word speaks of
     # something else ("What was given to high schools where former students went on to play
     # or coach in a Super Bowl?": not what stands between "coach" and "in")
@@ -719,7 +730,7 @@ def answer_gap(question: str, sentence: str, max_words: int = 8) -> tuple[int, i
     words = list(_WORD.finditer(sentence))
     norms = [_norm(w.group()) for w in words]
     for head, prep, nxt in pairs:
-        heads = {_norm(f) for f in _forms(head)} | {_norm(head)}
+        heads = _head_forms(head)
         for i, n in enumerate(norms):
             if n not in heads:
                 continue
@@ -962,7 +973,6 @@ def with_modifiers(question: str, sentence: str, start: int, end: int, limit: in
             break
         start = m.start(1)
     return start, end
-
 
 
 def names_only(sentence: str, start: int, end: int) -> bool:

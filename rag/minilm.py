@@ -238,13 +238,16 @@ class TorchMiniLM:
         self.type0 = tensor(base.type0)
         self.emb_ln = tuple(tensor(a) for a in base.emb_ln)
         # flat lists, four per layer, as rag.torch_forward.forward takes them
-        self._weights, self._biases, self._norms = [], [], []
+        weights, biases, norms = [], [], []
         for (qkv, qkv_b, o_w, o_b, ln1_w, ln1_b, i_w, i_b, f_w, f_b, ln2_w, ln2_b) in base.layers:
             for w, b in ((qkv, qkv_b), (o_w, o_b), (i_w, i_b), (f_w, f_b)):
                 w, b = linear(w, b)
-                self._weights.append(w)
-                self._biases.append(b)
-            self._norms += [tensor(a) for a in (ln1_w, ln1_b, ln2_w, ln2_b)]
+                weights.append(w)
+                biases.append(b)
+            norms += [tensor(a) for a in (ln1_w, ln1_b, ln2_w, ln2_b)]
+        # everything rag.torch_forward.forward takes after the token ids and their mask
+        self.params = (self.word, self.position, self.type0, *self.emb_ln, weights, biases,
+                       norms, self.heads, self.eps, self._packed, self.dtype)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -264,9 +267,7 @@ class TorchMiniLM:
         ids, mask = (torch.from_numpy(a) for a in _padded(batch))
         # op by op as written (no fusion): the same arithmetic whichever way it runs
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            pooled = compiled()(ids, mask.bool(), self.word, self.position, self.type0,
-                                self.emb_ln[0], self.emb_ln[1], self._weights, self._biases,
-                                self._norms, self.heads, self.eps, self._packed, self.dtype)
+            pooled = compiled()(ids, mask.bool(), *self.params)
         return pooled.numpy()
 
 

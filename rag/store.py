@@ -65,6 +65,7 @@ CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 {FTS_SCHEMA};
 """
 CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
+LOCK_WAIT_S = 30  # how long an opening or a write waits for another process's lock
 
 
 def _journal_to_wal(db: sqlite3.Connection, deadline: float) -> None:
@@ -76,7 +77,8 @@ def _journal_to_wal(db: sqlite3.Connection, deadline: float) -> None:
             db.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+            waiting = "locked" in str(e) or "busy" in str(e)
+            if not waiting or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
@@ -119,9 +121,9 @@ class Store:
                     "at an existing index")
             index_dir.mkdir(parents=True, exist_ok=True)
         try:
-            db = sqlite3.connect(db_path, timeout=30, isolation_level=None,
+            db = sqlite3.connect(db_path, timeout=LOCK_WAIT_S, isolation_level=None,
                                  check_same_thread=False)
-            _journal_to_wal(db, deadline=time.monotonic() + 30)
+            _journal_to_wal(db, deadline=time.monotonic() + LOCK_WAIT_S)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(index_dir, db)

@@ -100,11 +100,8 @@ def test_the_compiled_forward_is_the_eager_one_bit_for_bit(model_path):
         engine = TorchMiniLM(base, bf16=bf16)
         for batch in batches:
             ids, mask = (torch.from_numpy(a) for a in _padded(batch))
-            args = (ids, mask.bool(), engine.word, engine.position, engine.type0,
-                    *engine.emb_ln, engine._weights, engine._biases, engine._norms,
-                    engine.heads, engine.eps, engine._packed, engine.dtype)
             with torch.inference_mode():
-                eager = torch_forward.forward(*args).numpy()
+                eager = torch_forward.forward(ids, mask.bool(), *engine.params).numpy()
             assert np.array_equal(engine._forward(batch), eager), (bf16, len(batch))
 
 
