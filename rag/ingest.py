@@ -96,7 +96,7 @@ def ingest(paths: list[str | Path], settings: Settings, progress: Progress | Non
             if progress:
                 progress("read", len(files), len(files))
             batch.flush()
-            store.refresh_faiss()
+            store.refresh()
     finally:
         store.close()
     return report

@@ -1,4 +1,4 @@
-"""Question -> ranked Hits: dense (FAISS) and lexical (SQLite FTS5 BM25) fused, then
+"""Question -> ranked Hits: dense (FAISS) and lexical (BM25 as SQLite FTS5 scores it) fused, then
 near-duplicates collapsed so that one sentence repeated by three outlets takes one slot and
 records the other sources that carry it.
 
@@ -67,11 +67,6 @@ def rarity(words: set[str], docs: list[set[str]]) -> dict[str, float]:
     "Beijing" tells more than "North Korea", which every sentence repeats."""
     return {w: float(np.log((1 + len(docs)) / (1 + sum(w in d for d in docs)))) + 1
             for w in words}
-
-
-def lexical_query(text: str) -> str:
-    """An FTS5 MATCH expression: the question's content words, any of them, each quoted."""
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(content_words(text)))
 
 
 def _word_char(c: str) -> bool:
@@ -153,12 +148,10 @@ class Retriever:
         pool = min(max(pool, k * 4), index.ntotal)
         dense: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "dense"):
-            scores, ids = index.search(qvec[None, :], pool)
-            dense = [(int(i), float(d)) for i, d in zip(ids[0], scores[0]) if i >= 0]
+            dense = self.store.nearest(qvec, pool)
         lexical: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "lexical"):
-            lexical = self.store.lexical_search(lexical_query(query), pool,
-                                                CONTEXT_WEIGHT)
+            lexical = self.store.lexical_search(content_words(query), pool, CONTEXT_WEIGHT)
         fused = fuse(dense, lexical, self.fusion)
         order = sorted(fused, key=lambda r: (-fused[r], r))
         # Chunks and vectors are read as the walk below reaches them, in one query: it stops

@@ -3,6 +3,8 @@
 Layout of an index folder:
     rag.sqlite      documents, chunks (with their vectors), a full-text index, the manifest
     vectors.faiss   FAISS index over the chunk vectors, tagged with the generation it holds
+    lexical.npz     the full-text index's postings for BM25 in memory (rag.lexical), a cache
+                    tagged with its generation, as vectors.faiss
     manifest.json   a human-readable copy of the manifest
     write.lock      held by the one process that writes
 
@@ -32,6 +34,7 @@ import numpy as np
 
 from rag.chunking import neighbour_contexts
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing, StoreError
+from rag.lexical import LEXICAL_MEMORY_MAX, TOKENIZE, Postings, Tokenizer
 from rag.types import Chunk, Document
 
 # 2: documents know the file they came from (JSON Lines records), their pages, url and
@@ -43,11 +46,12 @@ FORMAT_VERSION = 3
 UPGRADABLE_FROM = 2
 DB_NAME = "rag.sqlite"
 FAISS_NAME = "vectors.faiss"
+LEXICAL_NAME = "lexical.npz"
 
 # Each chunk's own text, and beside it the text of its neighbours (rag.chunking.
 # neighbour_contexts): a question whose words are spread over a passage finds its chunks.
 FTS_SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, context, "
-              "tokenize='porter unicode61')")
+              f"tokenize='{TOKENIZE}')")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -105,6 +109,10 @@ class Store:
         self.db = db
         self._faiss = None
         self._faiss_generation = -1
+        self._exact: tuple[np.ndarray, np.ndarray] | None = None
+        self._lexical: Postings | None = None
+        self._lexical_generation = -1
+        self._tokenizer = Tokenizer()
         self._reading = False  # a read transaction pins the state the current search sees
 
     # -- opening ---------------------------------------------------------------------------
@@ -330,7 +338,8 @@ class Store:
     # -- reading ---------------------------------------------------------------------------
 
     def generation(self) -> int:
-        return int(self.meta()["generation"])
+        value, = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(value)
 
     def chunks_by_rowid(self, rowids: Iterable[int]) -> dict[int, Chunk]:
         ids = list(rowids)
@@ -386,18 +395,54 @@ class Store:
                               (f'"{word}"',)).fetchone()
         return row is not None
 
-    def lexical_search(self, match_expr: str, limit: int,
+    def lexical_search(self, words: Iterable[str], limit: int,
                        context_weight: float = 1.0) -> list[tuple[int, float]]:
-        """(rowid, bm25) best first; bm25() in SQLite is lower-is-better, so it is negated.
-        A chunk's neighbouring text counts context_weight times as much as its own words
-        (FTS5 sums the weighted term counts of both columns over the length of both)."""
-        if not match_expr:
+        """(rowid, bm25) best first for any of `words`, each a phrase of its own: FTS5's
+        bm25(), negated (in SQLite lower is better). A chunk's neighbouring text counts
+        context_weight times as much as its own words (FTS5 sums the weighted term counts of
+        both columns over the length of both). From the postings in memory where there are
+        (rag.lexical: the same scores), else by FTS5."""
+        words = list(dict.fromkeys(w for w in words if w.strip() and '"' not in w))
+        if not words:
             return []
+        postings = self.lexical_postings()
+        if postings is not None:
+            terms = self._tokenizer.terms(words)
+            if all(len(t) == 1 for t in terms):  # else a phrase of several tokens: FTS5's
+                return postings.search([t[0] for t in terms], limit, context_weight)
         rows = self.db.execute(
             "SELECT rowid, bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
             "WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
-            (context_weight, match_expr, limit))
+            (context_weight, " OR ".join(f'"{w}"' for w in words), limit))
         return [(r, -s) for r, s in rows]
+
+    def lexical_postings(self) -> Postings | None:
+        """The full-text index's postings for the state being read, from disk or read out of
+        FTS5 (and saved for the next process); None above LEXICAL_MEMORY_MAX chunks."""
+        if not self._reading:
+            self._begin_read()
+        gen = self.generation()
+        if self._lexical_generation == gen:
+            return self._lexical
+        ids = self._chunk_ids()
+        postings = None
+        if len(ids) <= LEXICAL_MEMORY_MAX:
+            path = self.dir / LEXICAL_NAME
+            postings = Postings.from_file(path)
+            # ids are never reused: the same ids are the same chunks, whichever process wrote it
+            if postings is None or postings.generation != gen or \
+                    not np.array_equal(postings.rowids, ids):
+                postings = Postings.build(self.db, "chunks_fts", gen)
+                try:
+                    _atomic_write(path, postings.to_bytes())
+                except OSError:
+                    pass  # a read-only index still answers from memory
+        self._lexical, self._lexical_generation = postings, gen
+        return postings
+
+    def _chunk_ids(self) -> np.ndarray:
+        return np.fromiter((r for (r,) in self.db.execute("SELECT id FROM chunks ORDER BY id")),
+                           dtype=np.int64)
 
     def faiss_index(self):
         """The FAISS index for the current generation, from disk or rebuilt from SQLite.
@@ -420,15 +465,32 @@ class Store:
             index = self._build_faiss()
             self._save_faiss(index, gen)
         self._faiss, self._faiss_generation = index, gen
+        self._exact = _flat_arrays(index)
         return index
+
+    def nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(rowid, inner product) of the k chunks nearest `query` in the index the current
+        search pinned (`faiss_index`), best first. Over an exact index, by numpy on FAISS's own
+        vectors: 0.16 ms against FAISS's 0.28 ms for one question over 3,711 chunks, the same
+        order (200 SQuAD questions); FAISS's single-query path has more to set up."""
+        if self._exact is None:
+            scores, ids = self._faiss.search(query[None, :], k)
+            return [(int(i), float(d)) for i, d in zip(ids[0], scores[0]) if i >= 0]
+        vectors, ids = self._exact
+        scores = vectors @ query
+        if k < len(scores):
+            top = np.argpartition(-scores, k)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+        else:
+            top = np.argsort(-scores, kind="stable")
+        return list(zip(ids[top].tolist(), scores[top].tolist()))
 
     def _same_ids(self, index) -> bool:
         """The file holds exactly the chunks this state holds. Ids are never reused, so this
         also catches a file written for another generation by a racing process."""
         import faiss
 
-        ids = np.fromiter((r for (r,) in self.db.execute("SELECT id FROM chunks ORDER BY id")),
-                          dtype=np.int64)
+        ids = self._chunk_ids()
         if index.ntotal != len(ids):
             return False
         try:
@@ -462,8 +524,11 @@ class Store:
         except OSError:
             tmp.unlink(missing_ok=True)  # a read-only index still answers from memory
 
-    def refresh_faiss(self) -> None:
+    def refresh(self) -> None:
+        """Bring the FAISS file and the postings up to the committed state (after a write, so
+        that the next search starts from files)."""
         self.faiss_index()
+        self.lexical_postings()
 
 
 # -- the kind of FAISS index, by size ---------------------------------------------------------
@@ -510,6 +575,22 @@ def build_index(dim: int, n_vectors: int,
         return _build_index(faiss, dim, n_vectors, batches, kind)
     finally:
         faiss.omp_set_num_threads(1)
+
+
+def _flat_arrays(index) -> tuple[np.ndarray, np.ndarray] | None:
+    """An exact index's vectors (a view on FAISS's own memory, valid while `index` lives) and
+    their ids, for numpy; None for any other kind."""
+    import faiss
+
+    try:
+        inner = faiss.downcast_index(index.index)
+        if not isinstance(inner, faiss.IndexFlat) or index.ntotal == 0:
+            return None
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), index.ntotal * index.d)
+        return (vectors.reshape(index.ntotal, index.d),
+                faiss.vector_to_array(faiss.downcast_index(index).id_map))
+    except (AttributeError, RuntimeError, TypeError):
+        return None
 
 
 def _faiss():

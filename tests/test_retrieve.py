@@ -2,14 +2,13 @@ import re
 from pathlib import Path
 
 from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, fuse, lexical_query, rerank_by_sentence, whole_words
+from rag.retrieve import Retriever, content_words, fuse, rerank_by_sentence, whole_words
 from rag.types import Chunk
 
 
-def test_lexical_query_quotes_content_words():
-    assert lexical_query("How many of the troops were killed?") == \
-        '"many" OR "troops" OR "killed"'
-    assert lexical_query("the of and") == ""
+def test_content_words_leave_out_stopwords():
+    assert content_words("How many of the troops were killed?") == ["many", "troops", "killed"]
+    assert content_words("the of and") == []
 
 
 def test_hybrid_search_finds_the_passage(seed_settings):
@@ -86,8 +85,7 @@ def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
     brewery = [c for _, c in store.all_chunks(str(docs / "brewery.txt"))]
     assert len(brewery) == 2 and "Varnholt" not in brewery[1].text
     question = "By how much did the quarterly revenue of Varnholt rise?"
-    expr = lexical_query(question)
-    alone = store.lexical_search(expr, 3, context_weight=0.0)
+    alone = store.lexical_search(content_words(question), 3, context_weight=0.0)
     first = alone[0][0]
     assert store.chunks_by_rowid([first])[first].source == str(docs / "bakery.txt")
     hits = Retriever(store, emb, "lexical").search(question, k=3)

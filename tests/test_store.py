@@ -171,7 +171,7 @@ def test_format_2_index_is_upgraded_in_place_without_embedding_again(fresh_setti
                                                                       seed_copy):
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
-    expected = store.lexical_search('"missile" OR "launch"', 10)
+    expected = store.lexical_search(["missile", "launch"], 10)
     before = store.manifest()
     vectors = store.vectors([r for r, _ in expected])
     store.close()
@@ -179,7 +179,7 @@ def test_format_2_index_is_upgraded_in_place_without_embedding_again(fresh_setti
 
     store, emb = open_store(fresh_settings)  # a reader upgrades it
     assert store.manifest() == before  # same generation, documents and chunks
-    assert store.lexical_search('"missile" OR "launch"', 10) == expected
+    assert store.lexical_search(["missile", "launch"], 10) == expected
     assert (store.vectors([r for r, _ in expected]) == vectors).all()
     rows = [r for r, _ in expected]
     both = store.chunks_and_vectors(rows)  # what a search reads: the same rows in one query

@@ -1,0 +1,149 @@
+"""BM25 in memory (rag.lexical) against FTS5's own bm25(), on real indexes."""
+
+import numpy as np
+import pytest
+
+from rag import lexical
+from rag.ingest import ingest, open_store
+from rag.retrieve import Retriever, content_words
+from rag.store import LEXICAL_NAME
+
+QUESTIONS = [
+    "How many North Korean personnel were killed?",
+    "What did the missiles launched from the coast do?",  # "missiles": stemmed
+    "missile missiles launch launched launching",  # several words, one term: counted each time
+    "Who said the talks in Pyongyang would resume?",
+    "naïve café résumé",  # diacritics folded by unicode61
+    "Kim Jong Un Moscow Russia Ukraine troops",
+    "zyzzyva quux",  # in no passage
+]
+
+
+def fts5(store, words, limit, weight):
+    expr = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    return [(r, -s) for r, s in store.db.execute(
+        "SELECT rowid, bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+        "ORDER BY s LIMIT ?", (weight, expr, limit))]
+
+
+def same_as_fts5(store, words, limit, weight):
+    mine, theirs = store.lexical_search(words, limit, weight), fts5(store, words, limit, weight)
+    # the same scores to the last bit, in the same order; rows tied on a score in any order
+    assert [s for _, s in mine] == [s for _, s in theirs]
+    assert sorted(mine) == sorted(theirs) or len(theirs) == limit
+
+
+def test_scores_are_fts5s_to_the_bit(seed_settings):
+    store, _ = open_store(seed_settings)
+    assert store.lexical_postings() is not None  # the in-memory path is the one tested
+    texts = [c.text for _, c in store.all_chunks()]
+    questions = QUESTIONS + [" ".join(t.split()[:12]) for t in texts[::3]]
+    for q in questions:
+        for weight in (0.0, 0.5, 1.0):
+            for limit in (3, 50):
+                same_as_fts5(store, content_words(q), limit, weight)
+    store.close()
+
+
+def test_postings_follow_the_index_through_replacements(fresh_settings, seed_copy):
+    ingest([seed_copy], fresh_settings)
+    files = sorted(seed_copy.glob("*.txt"))
+    files[0].write_text("The ferry timetable changed on Monday; missiles were not mentioned.")
+    files[1].unlink()
+    ingest([seed_copy], fresh_settings)
+    store, _ = open_store(fresh_settings)
+    postings = store.lexical_postings()
+    assert postings.generation == store.generation()
+    assert set(postings.rowids.tolist()) == {r for r, _ in store.all_chunks()}
+    for q in QUESTIONS + ["ferry timetable Monday"]:
+        same_as_fts5(store, content_words(q), 20, 0.5)
+    store.close()
+
+
+def test_postings_file_is_rebuilt_when_stale_or_damaged(fresh_settings, seed_copy):
+    ingest([seed_copy], fresh_settings)
+    path = fresh_settings.index_dir / LEXICAL_NAME
+    assert path.exists()  # written by the ingest, for the next process
+    store, _ = open_store(fresh_settings)
+    expected = store.lexical_search(["missile", "launch"], 10, 0.5)
+    store.close()
+
+    path.write_bytes(b"not a postings file")
+    store, _ = open_store(fresh_settings)
+    assert store.lexical_search(["missile", "launch"], 10, 0.5) == expected
+    store.close()
+    assert lexical.Postings.from_file(path) is not None  # saved again
+
+    files = sorted(seed_copy.glob("*.txt"))
+    files[0].write_text("Missiles were launched from a ship on Tuesday.")
+    old = path.read_bytes()
+    ingest([seed_copy], fresh_settings)
+    path.write_bytes(old)  # a file from the generation before
+    store, _ = open_store(fresh_settings)
+    assert store.lexical_postings().generation == store.generation()
+    same_as_fts5(store, ["missile", "launch", "ship"], 10, 0.5)
+    store.close()
+
+
+def test_an_unwritable_index_answers_from_memory(fresh_settings, seed_copy, monkeypatch):
+    ingest([seed_copy], fresh_settings)
+    (fresh_settings.index_dir / LEXICAL_NAME).unlink()
+
+    def refused(path, data):  # as on a read-only folder (the tests may run as root)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("rag.store._atomic_write", refused)
+    store, _ = open_store(fresh_settings)
+    assert store.lexical_postings() is not None
+    same_as_fts5(store, ["missile", "launch"], 10, 0.5)
+    assert not (fresh_settings.index_dir / LEXICAL_NAME).exists()
+    store.close()
+
+
+def test_large_indexes_and_multi_token_words_go_to_fts5(seed_settings, monkeypatch):
+    store, _ = open_store(seed_settings)
+    # "north_korea" is two tokens to FTS5 (a phrase), which postings of terms cannot answer
+    assert store._tokenizer.terms(["north_korea", "missiles"]) == [("north", "korea"),
+                                                                  ("missil",)]
+    same_as_fts5(store, ["north_korea", "missiles"], 10, 0.5)
+    store.close()
+
+    monkeypatch.setattr("rag.store.LEXICAL_MEMORY_MAX", 3)
+    store, _ = open_store(seed_settings)
+    assert store.lexical_postings() is None
+    same_as_fts5(store, ["missile", "launch"], 10, 0.5)
+    store.close()
+
+
+def test_exact_nearest_is_faiss_order(seed_settings):
+    store, emb = open_store(seed_settings)
+    index = store.faiss_index()
+    for q in QUESTIONS:
+        v = emb.embed([q])[0]
+        scores, ids = index.search(v[None, :], 10)
+        mine = store.nearest(v, 10)
+        assert [r for r, _ in mine] == ids[0].tolist()
+        assert np.allclose([s for _, s in mine], scores[0], atol=1e-6)
+    everything = store.nearest(emb.embed(["missile"])[0], index.ntotal + 5)
+    assert len(everything) == index.ntotal
+    store.close()
+
+
+def test_search_is_the_same_through_either_bm25(seed_settings, monkeypatch):
+    store, emb = open_store(seed_settings)
+    memory = [[(h.chunk.source, h.chunk.chunk_id) for h in
+               Retriever(store, emb).search(q, k=5)] for q in QUESTIONS]
+    store.close()
+    monkeypatch.setattr("rag.store.LEXICAL_MEMORY_MAX", 0)
+    store, emb = open_store(seed_settings)
+    fts = [[(h.chunk.source, h.chunk.chunk_id) for h in
+            Retriever(store, emb).search(q, k=5)] for q in QUESTIONS]
+    store.close()
+    assert memory == fts
+
+
+@pytest.mark.parametrize("words", [[], [""], ['"'], ["  "]])
+def test_no_words_no_hits(seed_settings, words):
+    store, _ = open_store(seed_settings)
+    assert store.lexical_search(words, 5) == []
+    store.close()
