@@ -734,6 +734,10 @@ def answer_gap(question: str, sentence: str, max_words: int = 8) -> tuple[int, i
         for i, n in enumerate(norms):
             if n not in heads:
                 continue
+            if prep == "to" and head in _GIVE_WITH:
+                given = _given_with(question, sentence, words, i, max_words)
+                if given is not None:
+                    return given
             for j in range(i + 1, min(len(words), i + max_words + 2)):
                 gap = sentence[words[j - 1].end():words[j].start()]
                 if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap) or \
@@ -757,6 +761,33 @@ def answer_gap(question: str, sentence: str, max_words: int = 8) -> tuple[int, i
                 if adds_information(sentence[start:end], question):
                     return start, end
                 break
+    return None
+
+
+# verbs that name what is given either way: "provide X to Y" or "provide Y with X"
+_GIVE_WITH = frozenset("provide supply furnish equip arm present entrust reward credit "
+                       "outfit endow".split())
+
+
+def _given_with(question: str, sentence: str, words: list[re.Match], i: int,
+                max_words: int) -> tuple[int, int] | None:
+    """Where the question asks what is given *to* someone ("What could Russia provide to
+    North Korea?") and the sentence gives it the other way round ("Russia could provide
+    Pyongyang with advanced technology"), the run after "with": the given thing. The one to
+    four words between the verb (words[i]) and "with" must be one phrase, the recipient; the
+    run ends at a clause break, a preposition or a conjunction."""
+    for j in range(i + 2, min(len(words) - 1, i + 6)):
+        gap = sentence[words[j - 1].end():words[j].start()]
+        if _BREAK.search(gap) or _CLAUSE_BREAK.search(gap):
+            return None
+        w = words[j].group().lower()
+        if w != "with":
+            if w in _PREPOSITIONS or w in _GAP_ENDS:
+                return None
+            continue
+        start = words[j + 1].start()
+        end = _run_end(sentence, words, j + 1, max_words, _SLOT_ENDS)
+        return (start, end) if adds_information(sentence[start:end], question) else None
     return None
 
 

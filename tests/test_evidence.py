@@ -266,6 +266,16 @@ _GROW = ("He has repeatedly stated that North Korea will accelerate efforts to g
     # a "what kind of" answer qualifies the noun asked about
     ("What kind of economy did northern California start to grow in the 2000s?",
      "Northern California started to grow a tech-oriented economy in the 2000s.", None),
+    # given to someone, said the other way round: "provide [someone] with [it]" (seeds q25)
+    ("What do South Koreans fear Russia could provide to North Korea in return?",
+     "Russia could provide Pyongyang with advanced technology, particularly in air defense.",
+     "advanced technology"),
+    ("What did the council provide to the schools?",
+     "The council provided the town's schools with new laptops in March.", "new laptops"),
+    ("What did the council provide to the schools?",  # "with" is not the verb's here
+     "The council provided schools in the north and agreed with the plan.", None),
+    ("What did the council provide to the schools?",  # no recipient stands before "with"
+     "The council provided funds for schools with care.", None),
 ])
 def test_answer_gap_is_what_the_sentence_puts_between_words_the_question_keeps_together(
         question, sentence, gap):
