@@ -424,9 +424,10 @@ class Store:
         gen = self.generation()
         if self._lexical_generation == gen:
             return self._lexical
-        ids = self._chunk_ids()
+        n, = self.db.execute("SELECT count(*) FROM chunks").fetchone()
         postings = None
-        if len(ids) <= LEXICAL_MEMORY_MAX:
+        if n <= LEXICAL_MEMORY_MAX:
+            ids = self._chunk_ids()
             path = self.dir / LEXICAL_NAME
             postings = Postings.from_file(path)
             # ids are never reused: the same ids are the same chunks, whichever process wrote it
