@@ -779,7 +779,7 @@ def markdown(r: dict) -> str:
                 f"{fs.get('threads') or 'auto'} threads) p50", fs["embed_query_p50_ms"], "",
                 None, " ms")
             if "dense_p50_ms" in fs:
-                add("  of which dense search (exact: numpy over FAISS's vectors) p50",
+                add("  of which dense search (FAISS, exact) p50",
                     fs["dense_p50_ms"], "", None, " ms", 3)
                 add("  of which BM25 (in memory, FTS5's scores; words read afresh) p50",
                     fs["bm25_p50_ms"], "", None, " ms", 3)
