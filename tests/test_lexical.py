@@ -142,3 +142,30 @@ def test_no_words_no_hits(seed_settings, words):
     store, _ = open_store(seed_settings)
     assert store.lexical_search(words, 5) == []
     store.close()
+
+
+def test_tokenizer_from_many_threads_with_its_memo_overflowing(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(lexical, "MEMO_WORDS", 5)
+    tok = lexical.Tokenizer()
+    words = ["missiles", "launched", "running", "café", "north_korea", "Troops", "x"]
+    expected = tok.terms(words)
+    assert expected == [("missil",), ("launch",), ("run",), ("cafe",), ("north", "korea"),
+                        ("troop",), ("x",)]
+    failures = []
+
+    def work(i):
+        for r in range(200):
+            ws = words[(i + r) % len(words):] + [f"w{i}x{r}"]
+            got = tok.terms(ws)
+            if got[:-1] != expected[(i + r) % len(words):] or got[-1] != (f"w{i}x{r}",):
+                failures.append((i, r, got))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert len(tok._memo) <= 5 + len(words) + 1
