@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,15 +88,15 @@ class Postings:
 
     @classmethod
     def from_file(cls, path) -> Postings | None:
-        """The postings saved at `path`, or None if it is missing, unreadable or of another
-        format."""
+        """The postings saved at `path`, or None if it is missing, unreadable, cut short or of
+        another format."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 if int(z["format"]) != FORMAT:
                     return None
                 return cls(int(z["generation"]), z["terms"].tolist(), z["starts"], z["rows"],
                            z["own"], z["context"], z["rowids"], z["sizes"])
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
 
     def search(self, terms: Sequence[str], limit: int, context_weight: float

@@ -67,11 +67,13 @@ def test_postings_file_is_rebuilt_when_stale_or_damaged(fresh_settings, seed_cop
     expected = store.lexical_search(["missile", "launch"], 10, 0.5)
     store.close()
 
-    path.write_bytes(b"not a postings file")
-    store, _ = open_store(fresh_settings)
-    assert store.lexical_search(["missile", "launch"], 10, 0.5) == expected
-    store.close()
-    assert lexical.Postings.from_file(path) is not None  # saved again
+    whole = path.read_bytes()
+    for damaged in (b"not a postings file", whole[:len(whole) // 2], whole[:10]):
+        path.write_bytes(damaged)  # another file, or one cut short (a full disk, a copy)
+        store, _ = open_store(fresh_settings)
+        assert store.lexical_search(["missile", "launch"], 10, 0.5) == expected
+        store.close()
+        assert lexical.Postings.from_file(path) is not None  # saved again
 
     files = sorted(seed_copy.glob("*.txt"))
     files[0].write_text("Missiles were launched from a ship on Tuesday.")
