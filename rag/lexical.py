@@ -11,7 +11,9 @@ double precision, so the scores are FTS5's to the last bit (tests/test_lexical.p
 context weight that is a binary fraction, as rag's 0.5: FTS5 adds it once per token).
 
 Used up to LEXICAL_MEMORY_MAX chunks (the postings take ~3 bytes a token); above it, and for
-words FTS5 reads as more than one token, the search goes to FTS5."""
+words FTS5 reads as more than one token, the search goes to FTS5. After an ingest that adds few
+rows, only those are read out of FTS5 and merged with the postings before (`updated`: 0.8 s
+against 5.3 s for the whole at 52,000 chunks, the same postings)."""
 
 from __future__ import annotations
 
@@ -49,22 +51,25 @@ class Postings:
         self._norm = K1 * (1 - B + B * sizes.astype(np.float64) / self.avgdl)
 
     @classmethod
-    def build(cls, db: sqlite3.Connection, table: str, generation: int) -> Postings:
+    def build(cls, db: sqlite3.Connection, table: str, generation: int,
+              schema: str = "main") -> Postings:
         """From FTS5's record of every token it holds, in the state `db` reads. Column 0 is a
-        chunk's own text, any other its neighbours' (3,711 SQuAD chunks: 0.4 s)."""
+        chunk's own text, any other its neighbours' (3,711 SQuAD chunks: 0.4 s; 52,000: 5.4 s,
+        hence `updated` after a small ingest)."""
+        vocab = f"temp.{schema}_{table}"
         for kind in ("row", "instance"):
-            db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{table}_{kind} "
-                       f"USING fts5vocab(main, '{table}', '{kind}')")
+            db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {vocab}_{kind} "
+                       f"USING fts5vocab({schema}, '{table}', '{kind}')")
         rowids = np.fromiter((r for (r,) in db.execute(
-            f"SELECT rowid FROM {table} ORDER BY rowid")), dtype=np.int64)
+            f"SELECT rowid FROM {schema}.{table} ORDER BY rowid")), dtype=np.int64)
         # both views go term by term in the same order: each term's tokens, then the next's
-        listed = db.execute(f"SELECT term, cnt FROM temp.{table}_row").fetchall()
+        listed = db.execute(f"SELECT term, cnt FROM {vocab}_row").fetchall()
         terms = [t for t, _ in listed]
         tokens = np.array([c for _, c in listed], dtype=np.int64)
         column = {name: i for i, (_, name, *_) in enumerate(
-            db.execute(f"PRAGMA table_info({table})"))}
+            db.execute(f"PRAGMA {schema}.table_info({table})"))}
         where = np.fromiter((d * 2 + (column[c] > 0) for d, c in db.execute(
-            f"SELECT doc, col FROM temp.{table}_instance")), dtype=np.int64,
+            f"SELECT doc, col FROM {vocab}_instance")), dtype=np.int64,
             count=int(tokens.sum()))
         term_of = np.repeat(np.arange(len(terms), dtype=np.int64), tokens)
         row_of = np.searchsorted(rowids, where >> 1)
@@ -77,6 +82,47 @@ class Postings:
         sizes = np.bincount(row_of, minlength=len(rowids))
         return cls(generation, terms, starts, (entries % max(len(rowids), 1)).astype(np.int32),
                    own.astype(np.float32), context.astype(np.float32), rowids, sizes)
+
+    def updated(self, db: sqlite3.Connection, table: str, generation: int,
+                rowids: np.ndarray) -> Postings:
+        """These postings brought to `rowids`, every row `table` holds now: rows gone are
+        dropped, new ones read out of FTS5 alone. Exact, as a row never changes (row ids are
+        never reused): the same postings `build` reads, in a fraction of its time when few
+        rows are new."""
+        added = np.setdiff1d(rowids, self.rowids)
+        db.execute("DROP TABLE IF EXISTS temp.added")
+        db.execute("DROP TABLE IF EXISTS temp.added_ids")
+        columns = [name for _, name, *_ in db.execute(f"PRAGMA main.table_info({table})")]
+        db.execute(f"CREATE VIRTUAL TABLE temp.added USING fts5({', '.join(columns)}, "
+                   f"tokenize='{TOKENIZE}')")
+        db.execute("CREATE TABLE temp.added_ids (id INTEGER PRIMARY KEY)")
+        db.executemany("INSERT INTO temp.added_ids VALUES (?)", ((int(r),) for r in added))
+        db.execute(f"INSERT INTO temp.added (rowid, {', '.join(columns)}) SELECT rowid, "
+                   f"{', '.join(columns)} FROM main.{table} WHERE rowid IN "
+                   "(SELECT id FROM temp.added_ids)")
+        new = Postings.build(db, "added", generation, schema="temp")
+        for name in ("added", "added_ids"):
+            db.execute(f"DROP TABLE temp.{name}")
+        kept = np.isin(self.rows, np.flatnonzero(np.isin(self.rowids, rowids)))
+        at = {t: i for i, t in enumerate(self.terms)}
+        for t in new.terms:
+            at.setdefault(t, len(at))
+        term = np.concatenate([
+            np.repeat(np.arange(len(self.terms)), np.diff(self.starts))[kept],
+            np.repeat(np.array([at[t] for t in new.terms], dtype=np.int64),
+                      np.diff(new.starts))]).astype(np.int64)
+        row = np.searchsorted(rowids, np.concatenate([self.rowids[self.rows[kept]],
+                                                      new.rowids[new.rows]]))
+        own = np.concatenate([self.own[kept], new.own])
+        context = np.concatenate([self.context[kept], new.context])
+        order = np.lexsort((row, term))
+        used, term = np.unique(term[order], return_inverse=True)  # terms no row holds go
+        terms = list(at)
+        return Postings(generation, [terms[i] for i in used],
+                        np.searchsorted(term, np.arange(len(used) + 1)),
+                        row[order].astype(np.int32), own[order], context[order], rowids,
+                        np.bincount(row, weights=own + context,
+                                    minlength=len(rowids)).astype(np.int64))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

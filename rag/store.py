@@ -430,7 +430,11 @@ class Store:
             path = self.dir / LEXICAL_NAME
             postings = Postings.from_file(path)
             # ids are never reused: the same ids are the same chunks, whichever process wrote it
-            if postings is None or postings.generation != gen or \
+            if postings is not None and postings.generation != gen and \
+                    len(np.setdiff1d(ids, postings.rowids)) <= len(ids) // 4:
+                # a few rows new (an ingest into a large index): those alone read from FTS5
+                postings = postings.updated(self.db, "chunks_fts", gen, ids)
+            elif postings is None or postings.generation != gen or \
                     not np.array_equal(postings.rowids, ids):
                 postings = Postings.build(self.db, "chunks_fts", gen)
                 try:

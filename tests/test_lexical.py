@@ -171,3 +171,37 @@ def test_tokenizer_from_many_threads_with_its_memo_overflowing(monkeypatch):
         t.join()
     assert not failures
     assert len(tok._memo) <= 5 + len(words) + 1
+
+
+def _by_term(p):
+    return {t: sorted(zip(p.rowids[p.rows[p.starts[i]:p.starts[i + 1]]].tolist(),
+                          p.own[p.starts[i]:p.starts[i + 1]].tolist(),
+                          p.context[p.starts[i]:p.starts[i + 1]].tolist()))
+            for i, t in enumerate(p.terms) if p.starts[i + 1] > p.starts[i]}
+
+
+def test_postings_updated_after_a_small_ingest_are_the_ones_built_whole(
+        fresh_settings, seed_copy, monkeypatch):
+    (seed_copy / "extra.txt").write_text("A brewery in Varnholt raised its prices. " * 3)
+    for i in range(6):
+        (seed_copy / f"other{i}.txt").write_text(f"The council reviewed item {i} on Monday.")
+    ingest([seed_copy], fresh_settings)
+    calls = []
+    updated = lexical.Postings.updated
+    monkeypatch.setattr(lexical.Postings, "updated",
+                        lambda self, *a: calls.append(a) or updated(self, *a))
+    (seed_copy / "extra.txt").write_text("The ferry timetable naïvely changed on Monday.")
+    (seed_copy / "other0.txt").unlink()
+    (seed_copy / "new.txt").write_text("Missiles, missiles: launched from a café on Tuesday.")
+    ingest([seed_copy], fresh_settings)
+    assert len(calls) == 1  # the ingest's refresh took the few new rows alone
+    store, _ = open_store(fresh_settings)
+    now = store.lexical_postings()
+    whole = lexical.Postings.build(store.db, "chunks_fts", store.generation())
+    assert now.generation == whole.generation
+    assert now.rowids.tolist() == whole.rowids.tolist()
+    assert now.sizes.tolist() == whole.sizes.tolist()
+    assert _by_term(now) == _by_term(whole)
+    for q in QUESTIONS + ["ferry timetable Monday café", "brewery Varnholt prices"]:
+        same_as_fts5(store, content_words(q), 20, 0.5)
+    store.close()
