@@ -104,13 +104,12 @@ class Postings:
         for name in ("added", "added_ids"):
             db.execute(f"DROP TABLE temp.{name}")
         kept = np.isin(self.rows, np.flatnonzero(np.isin(self.rowids, rowids)))
-        at = {t: i for i, t in enumerate(self.terms)}
+        at = dict(self._at)  # the new rows' terms after these
         for t in new.terms:
             at.setdefault(t, len(at))
-        term = np.concatenate([
-            np.repeat(np.arange(len(self.terms)), np.diff(self.starts))[kept],
-            np.repeat(np.array([at[t] for t in new.terms], dtype=np.int64),
-                      np.diff(new.starts))]).astype(np.int64)
+        term = np.concatenate([self._entry_terms()[kept],
+                               np.array([at[t] for t in new.terms],
+                                        dtype=np.int64)[new._entry_terms()]])
         row = np.searchsorted(rowids, np.concatenate([self.rowids[self.rows[kept]],
                                                       new.rowids[new.rows]]))
         own = np.concatenate([self.own[kept], new.own])
@@ -123,6 +122,10 @@ class Postings:
                         row[order].astype(np.int32), own[order], context[order], rowids,
                         np.bincount(row, weights=own + context,
                                     minlength=len(rowids)).astype(np.int64))
+
+    def _entry_terms(self) -> np.ndarray:
+        """The term (its index in `terms`) of each entry of `rows`, `own` and `context`."""
+        return np.repeat(np.arange(len(self.terms), dtype=np.int64), np.diff(self.starts))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
