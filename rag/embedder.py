@@ -152,6 +152,32 @@ class Embedder:
             return self._embed_memo(texts)
         return self._embed(texts, batch_size, progress, lengths)
 
+    def embed_with_sentences(self, texts: Sequence[str],
+                             spans: Sequence[Sequence[tuple[int, int]]],
+                             progress: Callable[[int], None] | None = None,
+                             lengths: Sequence[int] | None = None
+                             ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`embed(texts)`, and a unit vector for each (start, end) span of each text (its
+        sentences). rag's own engine reads them out of the same forward pass, each sentence
+        in the context of its passage (TorchMiniLM.encode_with_spans); any other model embeds
+        the sentences as texts of their own."""
+        if self.own_forward:
+            model = self._model  # first, as in _embed: a load under way finishes before torch
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            return model.encode_with_spans(texts, spans, progress=progress)
+        vectors = self._embed(texts, progress=progress, lengths=lengths)
+        sentences = [t[a:b] for t, ss in zip(texts, spans) for a, b in ss]
+        flat = self._embed(sentences) if sentences else np.zeros((0, self.dimension),
+                                                                 dtype=np.float32)
+        parts, at = [], 0
+        for ss in spans:
+            parts.append(flat[at:at + len(ss)])
+            at += len(ss)
+        return vectors, parts
+
     def _embed_memo(self, texts: Sequence[str]) -> np.ndarray:
         memo = self._memo
         missing = list(dict.fromkeys(t for t in texts if t not in memo))

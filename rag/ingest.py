@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.chunking import chunk_document
+from rag.chunking import chunk_document, split_sentences
 from rag.config import Settings
 from rag.embedder import Embedder, get_embedder
 from rag.errors import InputRefused
 from rag.loaders import discover, load_all
 from rag.registry import resolve_embedding
-from rag.store import Store
+from rag.store import Store, pack_sentences
 from rag.types import Chunk, Document
 
 # Commit after this many chunks, so a long ingest that is killed keeps what it finished.
@@ -96,6 +96,7 @@ def ingest(paths: list[str | Path], settings: Settings, progress: Progress | Non
             if progress:
                 progress("read", len(files), len(files))
             batch.flush()
+            batch.fill_in_sentences()
             store.refresh()
     finally:
         store.close()
@@ -136,16 +137,30 @@ class _Batch:
         tokens = {c.text: c.n_tokens for _, chunks in self.items for c in chunks}
         # the same passage (a header, a repeated line) is embedded once
         unique = list(dict.fromkeys(texts))
-        position = {t: i for i, t in enumerate(unique)}
-        if unique:
-            vectors = self.embedder.embed(unique, lengths=[tokens[t] for t in unique])[
-                [position[t] for t in texts]]
-        else:
-            vectors = np.zeros((0, self.embedder.dimension), dtype=np.float32)
+        position = [{t: i for i, t in enumerate(unique)}[t] for t in texts]
+        vectors, sentences = self._embed(unique, [tokens[t] for t in unique])
+        vectors = vectors[position]
         rows, offset = [], 0
         for doc, chunks in self.items:
-            rows.append((doc, chunks, vectors[offset:offset + len(chunks)]))
+            rows.append((doc, chunks, vectors[offset:offset + len(chunks)],
+                         [sentences[i] for i in position[offset:offset + len(chunks)]]))
             offset += len(chunks)
         self.store.replace_documents(rows, remove=self.removals)
         self.report.n_chunks += len(texts)
         self.items, self.removals, self.size = [], [], 0
+
+    def _embed(self, texts: list[str], lengths: list[int]) -> tuple[np.ndarray, list[bytes]]:
+        """Each text's vector, and its sentences packed with theirs (store.pack_sentences)."""
+        if not texts:
+            return np.zeros((0, self.embedder.dimension), dtype=np.float32), []
+        spans = [split_sentences(t) for t in texts]
+        vectors, parts = self.embedder.embed_with_sentences(texts, spans, lengths=lengths)
+        return vectors, [pack_sentences(s, p) for s, p in zip(spans, parts)]
+
+    def fill_in_sentences(self) -> None:
+        """Sentence vectors for the chunks an older rag indexed without them, a batch at a
+        time (each batch one transaction), so that searches can rank by sentences."""
+        while rows := self.store.chunks_without_sentences(self.commit_every):
+            _, sentences = self._embed([t for _, t in rows],
+                                       self.embedder.count_tokens([t for _, t in rows]))
+            self.store.set_sentences(zip([r for r, _ in rows], sentences))

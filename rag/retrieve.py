@@ -1,6 +1,6 @@
-"""Question -> ranked Hits: dense (FAISS) and lexical (BM25 as SQLite FTS5 scores it) fused, then
-near-duplicates collapsed so that one sentence repeated by three outlets takes one slot and
-records the other sources that carry it.
+"""Question -> ranked Hits: dense (FAISS, over chunks and over their sentences) and lexical
+(BM25 as SQLite FTS5 scores it) fused, then near-duplicates collapsed so that one sentence
+repeated by three outlets takes one slot and records the other sources that carry it.
 
 BM25 reads each chunk with its neighbours: the full-text index holds, beside a chunk's own
 text, the text of the chunks before and after it (rag.store), counted at CONTEXT_WEIGHT. A
@@ -21,6 +21,20 @@ it (2,000 even, at most +0.003). RRF (k=60) 0.938 on the first 500; kept as fusi
 Held out, the 500 odd-numbered questions (bench/results_squad.json): R@1 0.746, R@5 0.954,
 MRR@10 0.839, against 0.752 / 0.950 / 0.842 before; all 5,285 odd ones: R@5 0.949 -> 0.958,
 R@1 0.795 -> 0.812, MRR@10 0.862 -> 0.876.
+
+A third list ranks the chunks by their best sentence's vector (Store.sentence_nearest): a
+question usually asks about one sentence, and a chunk's single vector blurs it with the rest.
+Each sentence's vector comes out of the chunk's own forward pass at ingest (the mean of its
+tokens' last states, read in the passage: rag.minilm encode_with_spans), so ingest embeds
+nothing more. Fused as z-scores at THREE_WEIGHTS (chunk vectors, BM25, sentences), tuned on
+all 5,285 even questions, recall@5 by paragraph (with the sentence re-ordering below):
+two lists 0.964; three at 0.5/0.5/0.5 0.966, 0.25/0.5/0.5 0.969 (R@1 0.846 -> 0.850, MRR@10
+0.897 -> 0.901), 0.2 or 0.15 for the chunk vectors 0.969, BM25 at 0.45 / 0.6 0.969 / 0.969,
+sentences at 0.4 / 0.6 0.969 / 0.969. Sentences embedded alone (a second pass over every
+sentence) 0.969-0.970, no better; two-sentence windows 0.967; the sentences' best score
+added to the chunk's own vector instead of a list of their own 0.966-0.968; pseudo-relevance
+feedback on the question's vector 0.964. Held out, the 500 odd-numbered questions: R@1 0.774 -> 0.780, R@5
+0.952 -> 0.962, MRR@10 0.855 -> 0.860; all 5,285 odd: R@5 0.960 -> 0.967.
 
 Then the best RERANK fused passages are re-ordered by their best single sentence
 (`rerank_by_sentence`). All 5,285 even questions: R@1 0.824 -> 0.845, R@5 0.960 -> 0.965,
@@ -45,7 +59,9 @@ from rag.store import Store
 from rag.types import Hit
 
 RRF_K = 60
-DENSE_WEIGHT = 0.5
+DENSE_WEIGHT = 0.5  # against BM25's 1 - DENSE_WEIGHT, when chunks are ranked by two lists
+# With the chunks' best sentences by vector as a third list: chunk vectors, BM25, sentences
+THREE_WEIGHTS = (0.25, 0.5, 0.5)
 CONTEXT_WEIGHT = 0.5  # BM25 counts a chunk's neighbouring text at half its own words
 FUSIONS = ("zscore", "rrf")
 SENTENCE_WEIGHT = 0.5  # the best single sentence's share of the question, against fusion
@@ -147,12 +163,15 @@ class Retriever:
         qvec = self.embedder.embed([query])[0]
         pool = min(max(pool, k * 4), index.ntotal)
         dense: list[tuple[int, float]] = []
+        sentences: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "dense"):
             dense = self.store.nearest(qvec, pool)
+        if self.mode == "hybrid":
+            sentences = self.store.sentence_nearest(qvec, pool)
         lexical: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "lexical"):
             lexical = self.store.lexical_search(content_words(query), pool, CONTEXT_WEIGHT)
-        fused = fuse(dense, lexical, self.fusion)
+        fused = fuse(dense, lexical, self.fusion, sentences)
         order = sorted(fused, key=lambda r: (-fused[r], r))
         # Chunks and vectors are read as the walk below reaches them, in one query: it stops
         # within the first 2k of the ~80 fused passages (SQuAD, 200 searches: one read each,
@@ -191,16 +210,17 @@ class Retriever:
 
 
 def fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]],
-         fusion: str = "zscore") -> dict[int, float]:
-    """rowid -> fused score, from (rowid, score) lists each ordered best first."""
+         fusion: str = "zscore", sentences: list[tuple[int, float]] = ()) -> dict[int, float]:
+    """rowid -> fused score, from (rowid, score) lists each ordered best first: the chunks by
+    their vectors, by BM25 and (where the index has them) by their best sentence's vector."""
     fused: dict[int, float] = {}
     if fusion == "rrf":
-        for ranking in (dense, lexical):
+        for ranking in (dense, lexical, sentences):
             for rank, (rowid, _) in enumerate(ranking):
                 fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
         return fused
-    lists = [(w, ranking) for w, ranking in ((DENSE_WEIGHT, dense), (1 - DENSE_WEIGHT, lexical))
-             if ranking]
+    weights = THREE_WEIGHTS if sentences else (DENSE_WEIGHT, 1 - DENSE_WEIGHT, 0.0)
+    lists = [(w, ranking) for w, ranking in zip(weights, (dense, lexical, sentences)) if ranking]
     if len(lists) < 2:  # one list: its own order
         return {rowid: score for rowid, score in lists[0][1]} if lists else {}
     standardised = []
@@ -210,7 +230,6 @@ def fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]],
         # Python floats: the sums below on numpy scalars took 2x as long, to the same values
         standardised.append((weight, dict(zip((r for r, _ in ranking), z.tolist())),
                              float(z.min())))
-    (w1, first, low1), (w2, second, low2) = standardised
-    for rowid in first.keys() | second.keys():
-        fused[rowid] = w1 * first.get(rowid, low1) + w2 * second.get(rowid, low2)
+    for rowid in set().union(*(zs.keys() for _, zs, _ in standardised)):
+        fused[rowid] = sum(w * zs.get(rowid, low) for w, zs, low in standardised)
     return fused

@@ -31,9 +31,11 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: boo
 def forward(ids: torch.Tensor, mask: torch.Tensor, word: torch.Tensor, position: torch.Tensor,
             type0: torch.Tensor, emb_w: torch.Tensor, emb_b: torch.Tensor,
             weights: list[torch.Tensor], biases: list[torch.Tensor], norms: list[torch.Tensor],
-            heads: int, eps: float, packed: bool, dtype: torch.dtype) -> torch.Tensor:
+            heads: int, eps: float, packed: bool, dtype: torch.dtype
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-pooled BERT vectors (not normalised) of `ids` (n, length), `mask` (n, length) True
-    on real tokens. Per layer: weights/biases [4l .. 4l+3] are the fused query-key-value
+    on real tokens, and the last layer's token states they pool (n, length, hidden; zero on
+    padding). Per layer: weights/biases [4l .. 4l+3] are the fused query-key-value
     projection, the attention output, the inner and the output feed-forward products; norms
     [4l .. 4l+3] the two layer norms' weight and bias. Products in `dtype`, layer norms,
     softmax and residual sums in float32, as under torch.autocast."""
@@ -57,7 +59,7 @@ def forward(ids: torch.Tensor, mask: torch.Tensor, word: torch.Tensor, position:
                     weights[at + 3], biases[at + 3], False, packed)
         h = F.layer_norm(x + y, [hidden], norms[at + 2], norms[at + 3], eps)
     h = h.view(n, length, hidden) * mask[:, :, None]
-    return h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1), h
 
 
 _compiled = None

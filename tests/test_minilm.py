@@ -101,7 +101,7 @@ def test_the_compiled_forward_is_the_eager_one_bit_for_bit(model_path):
         for batch in batches:
             ids, mask = (torch.from_numpy(a) for a in _padded(batch))
             with torch.inference_mode():
-                eager = torch_forward.forward(ids, mask.bool(), *engine.params).numpy()
+                eager = torch_forward.forward(ids, mask.bool(), *engine.params)[0].numpy()
             assert np.array_equal(engine._forward(batch), eager), (bf16, len(batch))
 
 
@@ -214,3 +214,41 @@ def test_a_full_memo_keeps_the_texts_of_the_call_that_fills_it(monkeypatch):
     assert set(e._memo) == {"Where was it signed?", "A new question.", "Another new one."}
     assert np.array_equal(mixed, e.embed(["Where was it signed?", "A new question.",
                                           "Another new one."]))
+
+
+def test_span_vectors_are_the_mean_of_their_tokens_in_the_whole_passage(model_path):
+    """encode_with_spans: the texts' own vectors are encode's, bit for bit, and a span's
+    vector is the normalised mean of the last layer's states of the tokens inside it, read
+    in the passage (the same states sentence-transformers gives per token, in float32);
+    a span past the model's length limit gets a zero row."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rag.chunking import split_sentences
+    from rag.minilm import TorchMiniLM
+
+    texts = ["Lady Gaga performed the national anthem. Marlee Matlin provided the sign "
+             "language translation. The game was played in Santa Clara.",
+             "One sentence alone.", "It begins here. " + "word " * 400 + "and stops. The end."]
+    spans = [split_sentences(t) for t in texts]
+    engine = TorchMiniLM(MiniLM(model_path, 256), bf16=False)
+    vectors, parts = engine.encode_with_spans(texts, spans, batch_size=2)
+    assert np.array_equal(vectors, engine.encode(texts, batch_size=2))
+    assert [len(p) for p in parts] == [3, 1, 3]
+    assert parts[2][0].any() and parts[2][1].any()
+    assert not parts[2][2].any()  # "The end." lies beyond the 256 tokens the model reads
+
+    st = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+    st.max_seq_length = 256
+    tokens = st.encode(texts[:1], output_value="token_embeddings")[0]
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.numpy()
+    offsets = st.tokenizer(texts[0], return_offsets_mapping=True)["offset_mapping"]
+    for (start, end), mine in zip(spans[0], parts[0]):
+        inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+        ref = tokens[inside].mean(0)
+        ref /= np.linalg.norm(ref)
+        assert float(mine @ ref) > 0.99999
+    # each sentence's vector is its own: the question about it finds it first
+    question = engine.encode(["Who signed the translation?"])[0]
+    assert int(np.argmax(parts[0] @ question)) == 1

@@ -1,6 +1,9 @@
 import re
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from rag.ingest import ingest, open_store
 from rag.retrieve import Retriever, content_words, fuse, rerank_by_sentence, whole_words
 from rag.types import Chunk
@@ -54,6 +57,31 @@ def test_zscore_fusion_weighs_both_lists_and_gives_the_missing_their_lowest():
     assert order[0] in (1, 3)  # first in one list, present in the other
     assert fused[2] < fused[3]  # 2 is absent from BM25: scored there as its lowest
     assert fuse(dense, []) == dict(dense)  # one list: its own scores
+
+
+def test_sentences_are_a_third_list_at_their_own_weights():
+    from rag.retrieve import THREE_WEIGHTS
+
+    dense = [(1, 0.9), (2, 0.5), (3, 0.4)]
+    lexical = [(3, 12.0), (4, 3.0), (1, 2.0)]
+    sentences = [(2, 0.8), (5, 0.7), (1, 0.3)]
+    fused = fuse(dense, lexical, sentences=sentences)
+    assert set(fused) == {1, 2, 3, 4, 5}
+
+    def z(ranking):
+        values = np.array([v for _, v in ranking])
+        zs = (values - values.mean()) / values.std()
+        return dict(zip([r for r, _ in ranking], zs)), zs.min()
+
+    lists = [z(r) for r in (dense, lexical, sentences)]
+    for rowid in fused:
+        expected = sum(w * zs.get(rowid, low) for w, (zs, low) in zip(THREE_WEIGHTS, lists))
+        assert fused[rowid] == pytest.approx(expected)
+    # the best sentence lifts passage 2 above 3, which two lists alone put first
+    assert fuse(dense, lexical)[3] > fuse(dense, lexical)[2]
+    assert fused[2] > fused[3]
+    rrf = fuse(dense, lexical, "rrf", sentences)
+    assert rrf[5] == pytest.approx(1 / 62) and rrf[1] > rrf[2]
 
 
 def test_rrf_fusion_remains_available():

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing
@@ -233,3 +234,119 @@ def test_many_opening_one_new_index_at_once_all_succeed(tmp_path):
         for t in threads:
             t.join()
     assert failures == []
+
+
+def _without_sentences(index_dir):
+    """Rewrite an index as rag wrote it before chunks held their sentences."""
+    import sqlite3
+
+    from rag.store import DB_NAME
+
+    db = sqlite3.connect(index_dir / DB_NAME)
+    with db:
+        db.execute("ALTER TABLE chunks DROP COLUMN sentences")
+    db.close()
+
+
+def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_copy):
+    from rag.chunking import split_sentences
+    from rag.store import unpack_sentences
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    rows = store.db.execute("SELECT text, sentences FROM chunks").fetchall()
+    assert rows and all(blob is not None for _, blob in rows)
+    for text, blob in rows:
+        spans, vectors = unpack_sentences(blob, emb.dimension)
+        assert [tuple(s) for s in spans.tolist()] == split_sentences(text)
+        assert np.allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1, atol=3e-3)
+    # each sentence, embedded alone, is nearest its own vector read in the passage
+    text, blob = rows[0]
+    spans, vectors = unpack_sentences(blob, emb.dimension)
+    alone = emb.embed([text[a:b] for a, b in spans])
+    cosines = alone @ vectors.astype(np.float32).T
+    assert len(spans) > 1 and (cosines.argmax(axis=1) == np.arange(len(spans))).all(), cosines
+    store.close()
+
+
+def test_sentence_search_finds_the_chunk_of_the_nearest_sentence(fresh_settings, seed_copy):
+    from rag.store import unpack_sentences
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    store.faiss_index()
+    rowid, blob = store.db.execute("SELECT id, sentences FROM chunks ORDER BY id DESC").fetchone()
+    _, vectors = unpack_sentences(blob, emb.dimension)
+    query = vectors[-1].astype(np.float32)
+    query /= np.linalg.norm(query)
+    found = store.sentence_nearest(query, 5)
+    assert found[0][0] == rowid and found[0][1] == pytest.approx(1.0, abs=1e-3)
+    assert len(found) == 5 and len({r for r, _ in found}) == 5  # one entry a chunk
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    n = store.manifest().n_chunks
+    assert len(store.sentence_nearest(query, n + 10)) == n  # every chunk, not more
+    store.close()
+
+
+def test_index_without_sentences_is_searched_without_them_until_ingest_fills_them_in(
+        fresh_settings, seed_copy):
+    from rag.retrieve import Retriever
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    vectors_before = store.db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+    store.close()
+    _without_sentences(fresh_settings.index_dir)
+
+    store, emb = open_store(fresh_settings)  # gains the empty column
+    assert store.db.execute("SELECT count(sentences) FROM chunks").fetchone() == (0,)
+    question = "Where did the missile land?"
+    hits = Retriever(store, emb).search(question, k=3)
+    assert hits and store.sentence_nearest(emb.embed([question])[0], 3) == []
+    store.close()
+
+    report = ingest([seed_copy], fresh_settings)
+    assert report.n_chunks == 0 and len(report.unchanged) == 3
+    store, emb = open_store(fresh_settings)
+    # the chunks are the same rows with the same vectors; only their sentences were added
+    assert store.db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall() == \
+        vectors_before
+    assert store.db.execute("SELECT count(*) - count(sentences) FROM chunks").fetchone() == (0,)
+    store.faiss_index()
+    assert len(store.sentence_nearest(emb.embed([question])[0], 3)) == 3
+    store.close()
+
+
+def test_read_only_index_without_sentences_still_answers(fresh_settings, seed_copy,
+                                                         monkeypatch):
+    import sqlite3
+
+    from rag.retrieve import Retriever
+
+    ingest([seed_copy], fresh_settings)
+    _without_sentences(fresh_settings.index_dir)
+    real_connect = sqlite3.connect
+
+    def read_only(path, *args, **kwargs):  # the index; not BM25's private in-memory table
+        if str(path) == ":memory:":
+            return real_connect(path, *args, **kwargs)
+        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    store, emb = open_store(fresh_settings)
+    assert Retriever(store, emb).search("Where did the missile land?", k=3)
+    store.close()
+
+
+def test_sentence_search_is_off_above_its_size_limit(fresh_settings, seed_copy, monkeypatch):
+    import rag.store
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    store.faiss_index()
+    query = emb.embed(["Where did the missile land?"])[0]
+    assert store.sentence_nearest(query, 3)
+    monkeypatch.setattr(rag.store, "SENTENCE_SEARCH_MAX", store.manifest().n_chunks - 1)
+    store._sentences_generation = -1
+    assert store.sentence_nearest(query, 3) == []
+    store.close()
