@@ -22,8 +22,9 @@ Held out, the 500 odd-numbered questions (bench/results_squad.json): R@1 0.746, 
 MRR@10 0.839, against 0.752 / 0.950 / 0.842 before; all 5,285 odd ones: R@5 0.949 -> 0.958,
 R@1 0.795 -> 0.812, MRR@10 0.862 -> 0.876.
 
-A third list ranks the chunks by their best sentence's vector (Store.sentence_nearest): a
-question usually asks about one sentence, and a chunk's single vector blurs it with the rest.
+A third list ranks the candidates the other two found by their best sentence's vector
+(Store.sentence_scores): a question usually asks about one sentence, and a chunk's single
+vector blurs it with the rest. (Searching every sentence instead recalls no more.)
 Each sentence's vector comes out of the chunk's own forward pass at ingest (the mean of its
 tokens' last states, read in the passage: rag.minilm encode_with_spans), so ingest embeds
 nothing more. Fused as z-scores at THREE_WEIGHTS (chunk vectors, BM25, sentences), tuned on
@@ -33,8 +34,8 @@ two lists 0.964; three at 0.5/0.5/0.5 0.966, 0.25/0.5/0.5 0.969 (R@1 0.846 -> 0.
 sentences at 0.4 / 0.6 0.969 / 0.969. Sentences embedded alone (a second pass over every
 sentence) 0.969-0.970, no better; two-sentence windows 0.967; the sentences' best score
 added to the chunk's own vector instead of a list of their own 0.966-0.968; pseudo-relevance
-feedback on the question's vector 0.964. Held out, the 500 odd-numbered questions: R@1 0.774 -> 0.780, R@5
-0.952 -> 0.962, MRR@10 0.855 -> 0.860; all 5,285 odd: R@5 0.960 -> 0.967.
+feedback on the question's vector 0.964. Held out, the 500 odd-numbered questions: R@1
+0.774 -> 0.780, R@5 0.952 -> 0.962, MRR@10 0.855 -> 0.860; all 5,285 odd: R@5 0.960 -> 0.967.
 
 Then the best RERANK fused passages are re-ordered by their best single sentence
 (`rerank_by_sentence`). All 5,285 even questions: R@1 0.824 -> 0.845, R@5 0.960 -> 0.965,
@@ -166,11 +167,12 @@ class Retriever:
         sentences: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "dense"):
             dense = self.store.nearest(qvec, pool)
-        if self.mode == "hybrid":
-            sentences = self.store.sentence_nearest(qvec, pool)
         lexical: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "lexical"):
             lexical = self.store.lexical_search(content_words(query), pool, CONTEXT_WEIGHT)
+        if self.mode == "hybrid":  # the candidates both lists found, by their best sentence
+            sentences = self.store.sentence_scores(
+                qvec, dict.fromkeys(r for r, _ in dense + lexical))[:pool]
         fused = fuse(dense, lexical, self.fusion, sentences)
         order = sorted(fused, key=lambda r: (-fused[r], r))
         # Chunks and vectors are read as the walk below reaches them, in one query: it stops

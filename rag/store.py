@@ -69,9 +69,9 @@ CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 {FTS_SCHEMA};
 """
 CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
-# Sentence vectors are searched while an index holds at most this many chunks (SQuAD's 3,711
-# chunks hold 10,324 sentences: 0.3 ms a search, exact); above it the chunks' own vectors
-# and BM25 rank alone.
+# Sentence vectors are held in memory (bfloat16) while an index holds at most this many chunks
+# (SQuAD's 3,711 chunks hold 10,324 sentences: 7.6 MiB); above it the chunks' own vectors and
+# BM25 rank alone.
 SENTENCE_SEARCH_MAX = 50_000
 LOCK_WAIT_S = 30  # how long an opening or a write waits for another process's lock
 
@@ -517,14 +517,15 @@ class Store:
         scores, ids = self._faiss.search(query[None, :], k)
         return [(int(i), float(d)) for i, d in zip(ids[0], scores[0]) if i >= 0]
 
-    def sentence_nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(rowid, inner product of its best sentence) of the k chunks whose best sentence is
-        nearest `query`, best first, in the state the current search pinned; empty when the
-        index is too large for it or some chunk has no sentence vectors yet."""
+    def sentence_scores(self, query: np.ndarray, rowids: Iterable[int]
+                        ) -> list[tuple[int, float]]:
+        """(rowid, inner product of `query` with its best sentence) of each of `rowids`, best
+        first, in the state the current search pinned; empty when the index is too large for
+        sentences or some chunk has no sentence vectors yet."""
         gen = self.generation()
         if self._sentences_generation != gen:
             self._sentences, self._sentences_generation = self._load_sentences(), gen
-        return self._sentences.nearest(query, k) if self._sentences else []
+        return self._sentences.best(query, rowids) if self._sentences else []
 
     def _load_sentences(self) -> SentenceIndex | None:
         try:
@@ -535,12 +536,14 @@ class Store:
         if not n or missing or n > SENTENCE_SEARCH_MAX:
             return None
         dim = int(self.meta()["dimension"])
-        owners, blocks = [], []
+        rowids, counts, blocks = [], [], []
         for rowid, blob in self.db.execute("SELECT id, sentences FROM chunks ORDER BY id"):
             _, vectors = unpack_sentences(blob, dim)
-            owners.append(np.full(len(vectors), rowid, dtype=np.int64))
+            rowids.append(rowid)
+            counts.append(len(vectors))
             blocks.append(vectors)
-        return SentenceIndex(np.concatenate(owners), np.vstack(blocks).astype(np.float32))
+        return SentenceIndex(np.array(rowids, dtype=np.int64), np.array(counts, dtype=np.int64),
+                             np.vstack(blocks))
 
     def _same_ids(self, index) -> bool:
         """The file holds exactly the chunks this state holds. Ids are never reused, so this
@@ -590,44 +593,59 @@ class Store:
 
 def pack_sentences(spans: Iterable[tuple[int, int]], vectors: np.ndarray) -> bytes:
     """A chunk's sentences as stored: their count, their (start, end) within the chunk's text
-    (int32) and their unit vectors in float16 (half the bytes; cosines move by ~1e-3)."""
+    (int32) and their unit vectors in bfloat16 (half float32's bytes; cosines move by ~1e-3;
+    bfloat16 rather than float16: it widens to float32 by a shift, 4x faster in numpy).
+    Rounded to nearest, ties to even."""
     spans = np.asarray(list(spans), dtype=np.int32).reshape(-1, 2)
-    return (np.int32(len(spans)).tobytes() + spans.tobytes()
-            + np.asarray(vectors, dtype=np.float16).tobytes())
+    bits = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    bf16 = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.int32(len(spans)).tobytes() + spans.tobytes() + bf16.tobytes()
 
 
 def unpack_sentences(blob: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(spans (n, 2), vectors (n, dim) float16) of a blob `pack_sentences` wrote."""
+    """(spans (n, 2), vectors (n, dim) as stored, bfloat16 bits in uint16) of a blob
+    `pack_sentences` wrote; `widen` turns the vectors into float32."""
     n = int(np.frombuffer(blob, dtype=np.int32, count=1)[0])
     spans = np.frombuffer(blob, dtype=np.int32, count=2 * n, offset=4).reshape(n, 2)
-    vectors = np.frombuffer(blob, dtype=np.float16, count=n * dim, offset=4 + 8 * n)
+    vectors = np.frombuffer(blob, dtype=np.uint16, count=n * dim, offset=4 + 8 * n)
     return spans, vectors.reshape(n, dim)
 
 
+def widen(bf16: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) -> float32."""
+    return (bf16.astype(np.uint32) << 16).view(np.float32)
+
+
 class SentenceIndex:
-    """Every chunk's sentence vectors, searched exactly by FAISS; a hit is the chunk whose
-    sentence it is, scored by its best sentence."""
+    """Every chunk's sentence vectors in memory (bfloat16), chunk after chunk in rowid order.
+    Only the chunks a search already holds are scored: their best sentences ranked among
+    the candidates the chunk vectors and BM25 found recall as much on SQuAD (all even
+    questions, recall@5 0.969 both ways) as a search over every sentence, in 0.05 ms against
+    0.7 ms for FAISS over SQuAD's 10,324."""
 
-    def __init__(self, owners: np.ndarray, vectors: np.ndarray):
-        faiss = _faiss()
-        self.owners = owners
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
-        self.index.add(vectors)
+    def __init__(self, rowids: np.ndarray, counts: np.ndarray, vectors: np.ndarray):
+        self.rowids = rowids
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        self.vectors = vectors
 
-    def nearest(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        found: dict[int, float] = {}
-        want = k
-        while True:
-            # a chunk holds ~3 sentences: 3k sentences nearly always reach k chunks
-            scores, at = self.index.search(query[None, :].astype(np.float32),
-                                           min(3 * want, self.index.ntotal))
-            for i, d in zip(at[0], scores[0]):
-                if i >= 0:
-                    found.setdefault(int(self.owners[i]), float(d))
-            if len(found) >= k or 3 * want >= self.index.ntotal:
-                return list(found.items())[:k]
-            found.clear()
-            want *= 2
+    def best(self, query: np.ndarray, rowids: Iterable[int]) -> list[tuple[int, float]]:
+        """(rowid, its best sentence's inner product with `query`) of those of `rowids` that
+        have sentences, best first (ties by rowid)."""
+        ids = np.fromiter(rowids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.rowids, ids), len(self.rowids) - 1)
+        keep = (self.rowids[at] == ids) & (self.starts[at + 1] > self.starts[at])
+        ids, at = ids[keep], at[keep]
+        if not len(ids):
+            return []
+        lengths = self.starts[at + 1] - self.starts[at]
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # each chunk's first row below
+        rows = np.repeat(self.starts[at] - first, lengths) + np.arange(lengths.sum())
+        # einsum, not `@`: numpy's product would start OpenBLAS's threads, which then spin on
+        # the cores the next question's embedding needs (see Store.nearest)
+        scores = np.einsum("ij,j->i", widen(self.vectors[rows]), query.astype(np.float32))
+        best = np.maximum.reduceat(scores, first)
+        order = np.lexsort((ids, -best))
+        return list(zip(ids[order].tolist(), best[order].tolist()))
 
 
 # -- the kind of FAISS index, by size ---------------------------------------------------------

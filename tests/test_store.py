@@ -250,7 +250,7 @@ def _without_sentences(index_dir):
 
 def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_copy):
     from rag.chunking import split_sentences
-    from rag.store import unpack_sentences
+    from rag.store import unpack_sentences, widen
 
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
@@ -259,33 +259,57 @@ def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_
     for text, blob in rows:
         spans, vectors = unpack_sentences(blob, emb.dimension)
         assert [tuple(s) for s in spans.tolist()] == split_sentences(text)
-        assert np.allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1, atol=3e-3)
+        assert np.allclose(np.linalg.norm(widen(vectors), axis=1), 1, atol=3e-3)
     # each sentence, embedded alone, is nearest its own vector read in the passage
     text, blob = rows[0]
     spans, vectors = unpack_sentences(blob, emb.dimension)
     alone = emb.embed([text[a:b] for a, b in spans])
-    cosines = alone @ vectors.astype(np.float32).T
+    cosines = alone @ widen(vectors).T
     assert len(spans) > 1 and (cosines.argmax(axis=1) == np.arange(len(spans))).all(), cosines
     store.close()
 
 
-def test_sentence_search_finds_the_chunk_of_the_nearest_sentence(fresh_settings, seed_copy):
-    from rag.store import unpack_sentences
+def test_sentence_scores_rank_chunks_by_their_best_sentence(fresh_settings, seed_copy):
+    from rag.store import unpack_sentences, widen
 
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
     store.faiss_index()
-    rowid, blob = store.db.execute("SELECT id, sentences FROM chunks ORDER BY id DESC").fetchone()
+    rows = store.db.execute("SELECT id, sentences FROM chunks ORDER BY id").fetchall()
+    rowid, blob = rows[-1]
     _, vectors = unpack_sentences(blob, emb.dimension)
-    query = vectors[-1].astype(np.float32)
+    query = widen(vectors[-1])
     query /= np.linalg.norm(query)
-    found = store.sentence_nearest(query, 5)
-    assert found[0][0] == rowid and found[0][1] == pytest.approx(1.0, abs=1e-3)
-    assert len(found) == 5 and len({r for r, _ in found}) == 5  # one entry a chunk
-    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
-    n = store.manifest().n_chunks
-    assert len(store.sentence_nearest(query, n + 10)) == n  # every chunk, not more
+    everything = [r for r, _ in rows]
+    scored = store.sentence_scores(query, everything[::-1])
+    assert scored[0][0] == rowid and scored[0][1] == pytest.approx(1.0, abs=1e-3)
+    assert sorted(r for r, _ in scored) == everything  # one entry a chunk
+    assert [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
+    for r, score in scored[:5]:  # each the best of its own sentences
+        _, v = unpack_sentences(dict(rows)[r], emb.dimension)
+        assert score == pytest.approx(float((widen(v) @ query).max()), abs=1e-5)
+    # only the chunks asked about, and none that is not in the index
+    assert [r for r, _ in store.sentence_scores(query, [everything[1], 10 ** 9])] == \
+        [everything[1]]
+    assert store.sentence_scores(query, []) == []
     store.close()
+
+
+def test_sentence_vectors_are_stored_in_bfloat16_rounded_to_nearest():
+    from rag.store import pack_sentences, unpack_sentences, widen
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    spans, stored = unpack_sentences(pack_sentences([(0, 5), (6, 9), (10, 20)], vectors), 384)
+    assert spans.tolist() == [[0, 5], [6, 9], [10, 20]]
+    back = widen(stored)
+    assert (np.abs(back - vectors) <= np.abs(vectors) * 2.0 ** -8).all()  # half a unit
+    # nearest: never further than the other neighbour (bfloat16 truncation is up to 2x off)
+    truncated = (vectors.view(np.uint32) & 0xFFFF0000).view(np.float32)
+    assert (np.abs(back - vectors) <= np.abs(truncated - vectors)).all()
+    assert (np.sum(back * vectors, axis=1) > 0.99999).all()
+    assert np.array_equal(widen(stored[:0]), np.zeros((0, 384), dtype=np.float32))
 
 
 def test_index_without_sentences_is_searched_without_them_until_ingest_fills_them_in(
@@ -302,7 +326,8 @@ def test_index_without_sentences_is_searched_without_them_until_ingest_fills_the
     assert store.db.execute("SELECT count(sentences) FROM chunks").fetchone() == (0,)
     question = "Where did the missile land?"
     hits = Retriever(store, emb).search(question, k=3)
-    assert hits and store.sentence_nearest(emb.embed([question])[0], 3) == []
+    everything = [r for r, _ in vectors_before]
+    assert hits and store.sentence_scores(emb.embed([question])[0], everything) == []
     store.close()
 
     report = ingest([seed_copy], fresh_settings)
@@ -313,7 +338,7 @@ def test_index_without_sentences_is_searched_without_them_until_ingest_fills_the
         vectors_before
     assert store.db.execute("SELECT count(*) - count(sentences) FROM chunks").fetchone() == (0,)
     store.faiss_index()
-    assert len(store.sentence_nearest(emb.embed([question])[0], 3)) == 3
+    assert len(store.sentence_scores(emb.embed([question])[0], everything)) == len(everything)
     store.close()
 
 
@@ -345,8 +370,9 @@ def test_sentence_search_is_off_above_its_size_limit(fresh_settings, seed_copy, 
     store, emb = open_store(fresh_settings)
     store.faiss_index()
     query = emb.embed(["Where did the missile land?"])[0]
-    assert store.sentence_nearest(query, 3)
+    everything = list(store._chunk_ids())
+    assert store.sentence_scores(query, everything)
     monkeypatch.setattr(rag.store, "SENTENCE_SEARCH_MAX", store.manifest().n_chunks - 1)
     store._sentences_generation = -1
-    assert store.sentence_nearest(query, 3) == []
+    assert store.sentence_scores(query, everything) == []
     store.close()
