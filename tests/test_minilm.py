@@ -252,3 +252,23 @@ def test_span_vectors_are_the_mean_of_their_tokens_in_the_whole_passage(model_pa
     # each sentence's vector is its own: the question about it finds it first
     question = engine.encode(["Who signed the translation?"])[0]
     assert int(np.argmax(parts[0] @ question)) == 1
+
+
+def test_a_model_rag_does_not_run_itself_embeds_each_sentence_alone():
+    """Through sentence-transformers (any model that is not a plain mean-pooled BERT), a
+    sentence's vector is the sentence embedded as a text of its own."""
+    from rag.chunking import split_sentences
+    from rag.embedder import Embedder
+
+    settings = Settings.from_env()
+    embedder = Embedder(resolve_embedding(settings.embedding_model, settings))
+    embedder.own_forward = False  # as for a model rag.minilm does not support
+    texts = ["Lady Gaga performed the national anthem. Marlee Matlin signed it.", "Alone."]
+    spans = [split_sentences(t) for t in texts]
+    vectors, parts = embedder.embed_with_sentences(texts, spans)
+    assert embedder.engine == "sentence-transformers"
+    assert np.allclose(vectors, embedder.embed(texts), atol=1e-6)
+    assert [len(p) for p in parts] == [2, 1]
+    alone = embedder.embed([t[a:b] for t, ss in zip(texts, spans) for a, b in ss])
+    # the same texts, batched otherwise: equal to bfloat16's rounding where it computes in it
+    assert (np.sum(np.vstack(parts) * alone, axis=1) > 0.999).all()
