@@ -137,7 +137,8 @@ class _Batch:
         tokens = {c.text: c.n_tokens for _, chunks in self.items for c in chunks}
         # the same passage (a header, a repeated line) is embedded once
         unique = list(dict.fromkeys(texts))
-        position = [{t: i for i, t in enumerate(unique)}[t] for t in texts]
+        at = {t: i for i, t in enumerate(unique)}
+        position = [at[t] for t in texts]
         vectors, sentences = self._embed(unique, [tokens[t] for t in unique])
         vectors = vectors[position]
         rows, offset = [], 0

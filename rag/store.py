@@ -354,13 +354,18 @@ class Store:
         db.execute("DELETE FROM documents WHERE source = ?", (source,))
 
     def chunks_without_sentences(self, limit: int) -> list[tuple[int, str]]:
-        """(rowid, text) of up to `limit` chunks written before chunks held sentences."""
+        """(rowid, text) of up to `limit` chunks written before chunks held sentences, where
+        searches would use them (an index of at most SENTENCE_SEARCH_MAX chunks)."""
+        n, = self.db.execute("SELECT count(*) FROM chunks").fetchone()
+        if n > SENTENCE_SEARCH_MAX:
+            return []
         return self.db.execute("SELECT id, text FROM chunks WHERE sentences IS NULL ORDER BY id "
                                "LIMIT ?", (limit,)).fetchall()
 
     def set_sentences(self, rows: Iterable[tuple[int, bytes]]) -> None:
         """Fill in packed sentences (rowid, blob) of chunks that lack them, in one
-        transaction; the chunks themselves are unchanged, so is the generation of the rest."""
+        transaction. The chunks' text and vectors are untouched; the generation moves on, so
+        that every process reads the sentences anew."""
         with self.transaction() as db:
             db.executemany("UPDATE chunks SET sentences = ? WHERE id = ? AND sentences IS NULL",
                            [(blob, rowid) for rowid, blob in rows])

@@ -376,3 +376,20 @@ def test_sentence_search_is_off_above_its_size_limit(fresh_settings, seed_copy, 
     store._sentences_generation = -1
     assert store.sentence_scores(query, everything) == []
     store.close()
+
+
+def test_sentences_are_filled_in_only_where_searches_would_use_them(fresh_settings, seed_copy,
+                                                                     monkeypatch):
+    import rag.store
+
+    ingest([seed_copy], fresh_settings)
+    _without_sentences(fresh_settings.index_dir)
+    store, _ = open_store(fresh_settings)
+    n = store.manifest().n_chunks
+    assert len(store.chunks_without_sentences(n + 5)) == n
+    monkeypatch.setattr(rag.store, "SENTENCE_SEARCH_MAX", n - 1)
+    assert store.chunks_without_sentences(n + 5) == []
+    store.close()
+    generation = json.loads((fresh_settings.index_dir / "manifest.json").read_text())
+    ingest([seed_copy], fresh_settings)  # nothing to do: the index is past the limit
+    assert json.loads((fresh_settings.index_dir / "manifest.json").read_text()) == generation
