@@ -70,9 +70,12 @@ def retrieval(settings: Settings, qs, ks=(1, 5, 10)) -> dict:
 
     store, embedder = open_store(settings)
     out = {}
-    for name, mode, fusion in (("dense", "dense", "zscore"), ("lexical", "lexical", "zscore"),
-                               ("hybrid_rrf", "hybrid", "rrf"), ("hybrid", "hybrid", "zscore")):
-        r = Retriever(store, embedder, mode, fusion)
+    for name, mode, fusion, sentences in (
+            ("dense", "dense", "zscore", False), ("lexical", "lexical", "zscore", False),
+            ("hybrid_rrf", "hybrid", "rrf", True),
+            ("hybrid_without_sentences", "hybrid", "zscore", False),
+            ("hybrid", "hybrid", "zscore", True)):
+        r = Retriever(store, embedder, mode, fusion, sentences)
         ranks = []
         t0 = time.perf_counter()
         for q in qs:

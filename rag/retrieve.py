@@ -146,7 +146,9 @@ def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: di
 
 class Retriever:
     def __init__(self, store: Store, embedder: Embedder, mode: str = "hybrid",
-                 fusion: str = "zscore"):
+                 fusion: str = "zscore", sentences: bool = True):
+        """`sentences`: rank the candidates by their best sentence too, where the index
+        holds sentence vectors (hybrid mode); off, for comparison, the two lists alone."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
         if fusion not in FUSIONS:
@@ -155,6 +157,7 @@ class Retriever:
         self.embedder = embedder
         self.mode = mode
         self.fusion = fusion
+        self.sentences = sentences
 
     def search(self, query: str, k: int = 5, pool: int = 50,
                collapse: bool = True) -> list[Hit]:
@@ -170,7 +173,7 @@ class Retriever:
         lexical: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "lexical"):
             lexical = self.store.lexical_search(content_words(query), pool, CONTEXT_WEIGHT)
-        if self.mode == "hybrid":  # the candidates both lists found, by their best sentence
+        if self.mode == "hybrid" and self.sentences:  # the candidates, by their best sentence
             sentences = self.store.sentence_scores(
                 qvec, dict.fromkeys(r for r, _ in dense + lexical))[:pool]
         fused = fuse(dense, lexical, self.fusion, sentences)

@@ -23,6 +23,22 @@ def test_hybrid_search_finds_the_passage(seed_settings):
     store.close()
 
 
+def test_hybrid_search_ranks_by_sentences_unless_told_not_to(seed_settings, monkeypatch):
+    store, emb = open_store(seed_settings)
+    question = "How many North Korean personnel were killed?"
+    asked = []
+    real = store.sentence_scores
+    monkeypatch.setattr(store, "sentence_scores",
+                        lambda q, rowids: asked.append(list(rowids)) or real(q, rowids))
+    with_sentences = Retriever(store, emb).search(question, k=3)
+    assert len(asked) == 1 and len(asked[0]) >= 3  # the candidates of both lists
+    without = Retriever(store, emb, sentences=False).search(question, k=3)
+    assert len(asked) == 1
+    assert with_sentences and without
+    assert {h.chunk.chunk_id for h in with_sentences} & {h.chunk.chunk_id for h in without}
+    store.close()
+
+
 def test_each_mode_returns_results(seed_settings):
     store, emb = open_store(seed_settings)
     for mode in ("dense", "lexical", "hybrid"):
