@@ -1,6 +1,7 @@
-"""Question -> ranked Hits: dense (FAISS, over chunks and over their sentences) and lexical
-(BM25 as SQLite FTS5 scores it) fused, then near-duplicates collapsed so that one sentence
-repeated by three outlets takes one slot and records the other sources that carry it.
+"""Question -> ranked Hits: dense (FAISS over the chunks' vectors), lexical (BM25 as SQLite FTS5
+scores it) and the candidates of both by their best sentence's vector, fused, then
+near-duplicates collapsed so that one sentence repeated by three outlets takes one slot and
+records the other sources that carry it.
 
 BM25 reads each chunk with its neighbours: the full-text index holds, beside a chunk's own
 text, the text of the chunks before and after it (rag.store), counted at CONTEXT_WEIGHT. A
