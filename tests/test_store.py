@@ -393,3 +393,21 @@ def test_sentences_are_filled_in_only_where_searches_would_use_them(fresh_settin
     generation = json.loads((fresh_settings.index_dir / "manifest.json").read_text())
     ingest([seed_copy], fresh_settings)  # nothing to do: the index is past the limit
     assert json.loads((fresh_settings.index_dir / "manifest.json").read_text()) == generation
+
+
+def test_a_chunk_without_sentences_is_left_out_of_the_sentence_list():
+    from rag.store import SentenceIndex, pack_sentences, unpack_sentences
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(3, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    blobs = [pack_sentences([(0, 1), (2, 3)], v[:2]), pack_sentences([], v[:0]),
+             pack_sentences([(0, 4)], v[2:])]
+    parts = [unpack_sentences(b, 8)[1] for b in blobs]
+    index = SentenceIndex(np.array([4, 7, 9]), np.array([len(p) for p in parts]),
+                          np.vstack(parts))
+    scored = dict(index.best(v[2], [4, 7, 9]))
+    assert set(scored) == {4, 9}
+    assert scored[9] == pytest.approx(1.0, abs=1e-2)
+    assert scored[4] == pytest.approx(float(np.max(v[:2] @ v[2])), abs=1e-2)
+    assert index.best(v[2], [7]) == []
