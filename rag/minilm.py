@@ -165,13 +165,17 @@ def _by_length(tokenizer, texts: Sequence[str], dimension: int, batch_size: int,
         ids = [tokenizer.encode(texts[0]).ids]
     else:
         ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    for s in range(0, len(order), batch_size):
-        rows = order[s:s + batch_size]
+    for rows in _batches_by_length(ids, batch_size):
         out[rows] = forward([ids[i] for i in rows])
         if progress:
             progress(len(rows))
     return out
+
+
+def _batches_by_length(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row numbers of `ids` in batches of like token counts, longest first (`_by_length`)."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def _padded(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +275,7 @@ class TorchMiniLM:
         ids = [e.ids for e in encodings]
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         parts = [np.zeros((len(s), self.dimension), dtype=np.float32) for s in spans]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for at in range(0, len(order), batch_size):
-            rows = order[at:at + batch_size]
+        for rows in _batches_by_length(ids, batch_size):
             pooled, states = self._run([ids[i] for i in rows])
             out[rows] = pooled
             for j, i in enumerate(rows):

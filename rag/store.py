@@ -342,8 +342,7 @@ class Store:
                          chunk.page, sents))
                     db.execute("INSERT INTO chunks_fts (rowid, text, context) VALUES (?, ?, ?)",
                                (cur.lastrowid, chunk.text, context))
-            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
-                       "WHERE key = 'generation'")
+            _next_generation(db)
         self._write_manifest_file()
 
     @staticmethod
@@ -369,8 +368,7 @@ class Store:
         with self.transaction() as db:
             db.executemany("UPDATE chunks SET sentences = ? WHERE id = ? AND sentences IS NULL",
                            [(blob, rowid) for rowid, blob in rows])
-            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
-                       "WHERE key = 'generation'")
+            _next_generation(db)
 
     def _write_manifest_file(self) -> None:
         _atomic_write(self.dir / "manifest.json",
@@ -542,11 +540,7 @@ class Store:
             return None
         dim = int(self.meta()["dimension"])
         rows = self.db.execute("SELECT id, sentences FROM chunks ORDER BY id").fetchall()
-        counts = np.array([int.from_bytes(b[:4], "little", signed=True) for _, b in rows],
-                          dtype=np.int64)
-        # the vectors of every chunk, joined as bytes and read once (pack_sentences' layout)
-        joined = b"".join(b[4 + 8 * int(n):] for (_, b), n in zip(rows, counts))
-        vectors = np.frombuffer(joined, dtype=np.uint16).reshape(-1, dim)
+        counts, vectors = stack_sentences([b for _, b in rows], dim)
         return SentenceIndex(np.array([r for r, _ in rows], dtype=np.int64), counts, vectors)
 
     def _same_ids(self, index) -> bool:
@@ -595,6 +589,12 @@ class Store:
         self.lexical_postings()
 
 
+def _next_generation(db: sqlite3.Connection) -> None:
+    """Within a write transaction: the index's state moves on, and every cache of it (the
+    FAISS file, the postings, the sentence vectors in memory) reads it anew."""
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+
 def pack_sentences(spans: Iterable[tuple[int, int]], vectors: np.ndarray) -> bytes:
     """A chunk's sentences as stored: their count, their (start, end) within the chunk's text
     (int32) and their unit vectors in bfloat16 (half float32's bytes; cosines move by ~1e-3;
@@ -613,6 +613,16 @@ def unpack_sentences(blob: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
     spans = np.frombuffer(blob, dtype=np.int32, count=2 * n, offset=4).reshape(n, 2)
     vectors = np.frombuffer(blob, dtype=np.uint16, count=n * dim, offset=4 + 8 * n)
     return spans, vectors.reshape(n, dim)
+
+
+def stack_sentences(blobs: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each blob's sentence count, all their vectors one after another as stored) of blobs
+    `pack_sentences` wrote: the vectors joined as bytes and read once (SQuAD's 3,711 chunks in
+    ~20 ms; blob by blob through `unpack_sentences`, ~40 ms)."""
+    counts = np.array([int.from_bytes(b[:4], "little", signed=True) for b in blobs],
+                      dtype=np.int64)
+    joined = b"".join(b[4 + 8 * int(n):] for b, n in zip(blobs, counts))
+    return counts, np.frombuffer(joined, dtype=np.uint16).reshape(-1, dim)
 
 
 def widen(bf16: np.ndarray) -> np.ndarray:

@@ -194,18 +194,27 @@ def test_format_2_index_is_upgraded_in_place_without_embedding_again(fresh_setti
     assert ingest([seed_copy], fresh_settings).n_chunks == 0  # nothing to embed again
 
 
-def test_format_2_index_that_cannot_be_written_names_the_fix(fresh_settings, seed_copy,
-                                                             monkeypatch):
+def _open_read_only(monkeypatch):
+    """From here on the index opens as a copy on read-only media does (BM25's private
+    in-memory table stays writable)."""
     import sqlite3
 
-    ingest([seed_copy], fresh_settings)
-    _as_format_2(fresh_settings.index_dir)
     real_connect = sqlite3.connect
 
-    def read_only(path, *args, **kwargs):  # as a copy on read-only media opens
+    def read_only(path, *args, **kwargs):
+        if str(path) == ":memory:":
+            return real_connect(path, *args, **kwargs)
         return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
 
     monkeypatch.setattr(sqlite3, "connect", read_only)
+
+
+def test_format_2_index_that_cannot_be_written_names_the_fix(fresh_settings, seed_copy,
+                                                             monkeypatch):
+
+    ingest([seed_copy], fresh_settings)
+    _as_format_2(fresh_settings.index_dir)
+    _open_read_only(monkeypatch)
     with pytest.raises(IndexMismatch, match="format 2 and could not be upgraded.*delete the "
                                             "folder and re-run `rag ingest`"):
         open_store(fresh_settings)
@@ -344,20 +353,11 @@ def test_index_without_sentences_is_searched_without_them_until_ingest_fills_the
 
 def test_read_only_index_without_sentences_still_answers(fresh_settings, seed_copy,
                                                          monkeypatch):
-    import sqlite3
-
     from rag.retrieve import Retriever
 
     ingest([seed_copy], fresh_settings)
     _without_sentences(fresh_settings.index_dir)
-    real_connect = sqlite3.connect
-
-    def read_only(path, *args, **kwargs):  # the index; not BM25's private in-memory table
-        if str(path) == ":memory:":
-            return real_connect(path, *args, **kwargs)
-        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
-
-    monkeypatch.setattr(sqlite3, "connect", read_only)
+    _open_read_only(monkeypatch)
     store, emb = open_store(fresh_settings)
     assert Retriever(store, emb).search("Where did the missile land?", k=3)
     store.close()
