@@ -70,12 +70,17 @@ def retrieval(settings: Settings, qs, ks=(1, 5, 10)) -> dict:
 
     store, embedder = open_store(settings)
     out = {}
-    for name, mode, fusion, sentences in (
-            ("dense", "dense", "zscore", False), ("lexical", "lexical", "zscore", False),
-            ("hybrid_rrf", "hybrid", "rrf", True),
-            ("hybrid_without_sentences", "hybrid", "zscore", False),
-            ("hybrid", "hybrid", "zscore", True)):
-        r = Retriever(store, embedder, mode, fusion, sentences)
+    off = {"sentences": False, "late": False, "pool_idf": False}
+    for name, mode, fusion, parts in (
+            ("dense", "dense", "zscore", off), ("lexical", "lexical", "zscore", off),
+            ("hybrid_rrf", "hybrid", "rrf", {}),
+            ("hybrid_two_lists", "hybrid", "zscore", off),
+            ("hybrid_three_lists", "hybrid", "zscore", {"late": False, "pool_idf": False}),
+            ("hybrid_with_late", "hybrid", "zscore", {"late": True}),
+            ("hybrid_with_late_without_pool_idf", "hybrid", "zscore",
+             {"late": True, "pool_idf": False}),
+            ("hybrid", "hybrid", "zscore", {})):
+        r = Retriever(store, embedder, mode, fusion, **parts)
         ranks = []
         t0 = time.perf_counter()
         for q in qs:

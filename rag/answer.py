@@ -104,7 +104,8 @@ class Answerer:
         self.store: Store
         self.embedder: Embedder
         self.store, self.embedder = open_store(settings)
-        self.retriever = Retriever(self.store, self.embedder, retrieval_mode)
+        self.retriever = Retriever(self.store, self.embedder, retrieval_mode,
+                                   late=settings.late_interaction)
         self._llm: LLM | None = None
 
     @property

@@ -145,7 +145,8 @@ def _map(settings: Settings, topic: str | None, progress: Progress | None):
     try:
         titles = dict(store.documents())
         if topic:
-            hits = Retriever(store, embedder).search(topic, k=40, pool=120, collapse=False)
+            hits = Retriever(store, embedder, late=settings.late_interaction).search(
+                topic, k=40, pool=120, collapse=False)
             by_source: dict[str, list] = {}
             for h in hits:
                 by_source.setdefault(h.chunk.source, []).append(h.chunk)

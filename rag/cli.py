@@ -141,8 +141,9 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
     from rag.retrieve import Retriever
 
     try:
-        store, embedder = open_store(_settings(index))
-        hits = Retriever(store, embedder).search(query, k)
+        settings = _settings(index)
+        store, embedder = open_store(settings)
+        hits = Retriever(store, embedder, late=settings.late_interaction).search(query, k)
     except RagError as e:
         _fail(e)
     if json_out:

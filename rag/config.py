@@ -86,6 +86,12 @@ class Settings:
     # 42 of 44 right (quote: 44), citations 1.0, abstention 0.9; SQuAD even-300 F1 44.8
     # (quote: 22.3).
     answer_style: str = "short"
+    # Late interaction as a fourth retrieval list (rag.retrieve.late_interaction): off by
+    # default. It lifts SQuAD recall@5 over all 5,285 even questions 0.969 -> 0.976, but on the
+    # 54 paragraphs about one game (the first 500 odd questions) it costs 0.978 -> 0.972, and
+    # on seeds/qa.jsonl it brings a passage into q52's five that answers an unanswerable
+    # question. RAG_LATE_INTERACTION=1 turns it on; every index holds what it needs.
+    late_interaction: bool = False
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -99,6 +105,8 @@ class Settings:
             values["models_dir"] = Path(env["RAG_MODELS_DIR"])
         if env.get("RAG_ANSWER_STYLE"):
             values["answer_style"] = env["RAG_ANSWER_STYLE"]
+        if env.get("RAG_LATE_INTERACTION"):
+            values["late_interaction"] = env["RAG_LATE_INTERACTION"] not in ("0", "false", "no")
         if env.get("RAG_THREADS"):
             values["n_threads"] = int(env["RAG_THREADS"])
         values.update({k: v for k, v in overrides.items() if v is not None})

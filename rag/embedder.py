@@ -35,6 +35,7 @@ from rag.registry import ModelSpec
 MEMO_TEXTS = 8192
 # Calls of up to this many texts go through that memory; ingest's batches do not.
 MEMO_CALL_TEXTS = 256
+QUESTION_MEMO = 64  # questions whose token states are remembered (embed_question)
 
 
 class Embedder:
@@ -155,19 +156,21 @@ class Embedder:
     def embed_with_sentences(self, texts: Sequence[str],
                              spans: Sequence[Sequence[tuple[int, int]]],
                              progress: Callable[[int], None] | None = None,
-                             lengths: Sequence[int] | None = None
-                             ) -> tuple[np.ndarray, list[np.ndarray]]:
+                             lengths: Sequence[int] | None = None, codes: bool = False
+                             ) -> tuple:
         """`embed(texts)`, and a unit vector for each (start, end) span of each text (its
         sentences). rag's own engine reads them out of the same forward pass, each sentence
         in the context of its passage (TorchMiniLM.encode_with_spans); any other model embeds
-        the sentences as texts of their own."""
+        the sentences as texts of their own. With `codes`, a third list: each text's token
+        codes for late interaction (rag.minilm.token_codes), from rag's own engine alone;
+        None for each text of any other model."""
         if self.own_forward:
             model = self._model  # first, as in _embed: a load under way finishes before torch
             if self.threads:
                 import torch
 
                 torch.set_num_threads(self.threads)
-            return model.encode_with_spans(texts, spans, progress=progress)
+            return model.encode_with_spans(texts, spans, progress=progress, codes=codes)
         vectors = self._embed(texts, progress=progress, lengths=lengths)
         sentences = [t[a:b] for t, ss in zip(texts, spans) for a, b in ss]
         flat = self._embed(sentences) if sentences else np.zeros((0, self.dimension),
@@ -176,7 +179,39 @@ class Embedder:
         for ss in spans:
             parts.append(flat[at:at + len(ss)])
             at += len(ss)
-        return vectors, parts
+        return (vectors, parts, [None] * len(texts)) if codes else (vectors, parts)
+
+    def embed_question(self, text: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """`embed([text])[0]`, and the unit states of the question's tokens that late
+        interaction reads (rag.minilm.late_tokens), from the same forward pass; None for a
+        model rag does not run itself. Remembered, as `embed` remembers a question."""
+        memo = self._question_memo
+        if text not in memo:
+            if not self.own_forward:
+                memo[text] = (self.embed([text])[0], None)
+            else:
+                model = self._model
+                if self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
+                memo[text] = model.encode_question(text)
+                if len(self._memo) < MEMO_TEXTS:
+                    self._memo.setdefault(text, memo[text][0])
+            while len(memo) > QUESTION_MEMO:
+                memo.pop(next(iter(memo)))
+        return memo[text]
+
+    def late_scores(self, question: np.ndarray, blocks: Sequence[np.ndarray]) -> np.ndarray:
+        """Each block of passage token codes scored against the question's token states
+        (rag.minilm.late_scores)."""
+        from rag.minilm import late_scores
+
+        return late_scores(question, blocks, self.bf16)
+
+    @cached_property
+    def _question_memo(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        return {}
 
     def _embed_memo(self, texts: Sequence[str]) -> np.ndarray:
         memo = self._memo

@@ -22,7 +22,7 @@ from rag.embedder import Embedder, get_embedder
 from rag.errors import InputRefused
 from rag.loaders import discover, load_all
 from rag.registry import resolve_embedding
-from rag.store import Store, pack_sentences
+from rag.store import Store, pack_sentences, pack_tokens
 from rag.types import Chunk, Document
 
 # Commit after this many chunks, so a long ingest that is killed keeps what it finished.
@@ -150,17 +150,21 @@ class _Batch:
         self.report.n_chunks += len(texts)
         self.items, self.removals, self.size = [], [], 0
 
-    def _embed(self, texts: list[str], lengths: list[int]) -> tuple[np.ndarray, list[bytes]]:
-        """Each text's vector, and its sentences packed with theirs (store.pack_sentences)."""
+    def _embed(self, texts: list[str], lengths: list[int]
+               ) -> tuple[np.ndarray, list[tuple[bytes, bytes]]]:
+        """Each text's vector, and its sentences packed with theirs (store.pack_sentences)
+        beside its tokens' codes (store.pack_tokens), all from one forward pass."""
         if not texts:
             return np.zeros((0, self.embedder.dimension), dtype=np.float32), []
         spans = [split_sentences(t) for t in texts]
-        vectors, parts = self.embedder.embed_with_sentences(texts, spans, lengths=lengths)
-        return vectors, [pack_sentences(s, p) for s, p in zip(spans, parts)]
+        vectors, parts, codes = self.embedder.embed_with_sentences(texts, spans, lengths=lengths,
+                                                                   codes=True)
+        return vectors, [(pack_sentences(s, p), pack_tokens(c))
+                         for s, p, c in zip(spans, parts, codes)]
 
     def fill_in_sentences(self) -> None:
-        """Sentence vectors for the chunks an older rag indexed without them, a batch at a
-        time (each batch one transaction), so that searches can rank by sentences."""
+        """Sentence vectors and token codes for the chunks an older rag indexed without them,
+        a batch at a time (each batch one transaction), so that searches can use them."""
         while rows := self.store.chunks_without_sentences(self.commit_every):
             _, sentences = self._embed([t for _, t in rows],
                                        self.embedder.count_tokens([t for _, t in rows]))

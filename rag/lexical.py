@@ -177,6 +177,45 @@ class Postings:
         return list(zip(self.rowids[order].tolist(), score[order].tolist()))
 
 
+    def pool_scores(self, terms: Sequence[str], rowids: Sequence[int], context_weight: float,
+                    pool_weight: float) -> list[tuple[int, float]]:
+        """(rowid, score) of those of `rowids` holding any of `terms`, best first (ties by
+        rowid): bm25 as `search` computes it, with each term's idf scaled by
+        (1 - the share of `rowids` holding it) ** pool_weight. Among candidates that are all
+        about one thing (54 SQuAD paragraphs on one football game), the words they all share
+        ("Super Bowl", "Broncos") tell none of them apart; the words few of them hold do."""
+        n = len(self.rowids)
+        ids = np.fromiter(rowids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.rowids, ids), max(n - 1, 0))
+        keep = self.rowids[at] == ids if n else np.zeros(len(ids), dtype=bool)
+        ids, at = ids[keep], at[keep]
+        if not len(ids):
+            return []
+        where = np.full(n, -1, dtype=np.int64)
+        where[at] = np.arange(len(at))
+        score = np.zeros(len(at))
+        norm = self._norm[at]
+        for term in dict.fromkeys(terms):
+            i = self._at.get(term)
+            if i is None:
+                continue
+            a, b = self.starts[i], self.starts[i + 1]
+            mine = where[self.rows[a:b]]
+            inside = mine >= 0
+            if not inside.any():
+                continue
+            mine = mine[inside]
+            freq = self.own[a:b][inside].astype(np.float64) + \
+                context_weight * self.context[a:b][inside].astype(np.float64)
+            idf = np.log((n - (b - a) + 0.5) / ((b - a) + 0.5))
+            idf = idf if idf > 0.0 else 1e-6
+            idf *= (1.0 - len(mine) / len(at)) ** pool_weight
+            score[mine] += idf * ((freq * (K1 + 1.0)) / (freq + norm[mine]))
+        found = np.flatnonzero(score > 0)
+        order = found[np.lexsort((ids[found], -score[found]))]
+        return list(zip(ids[order].tolist(), score[order].tolist()))
+
+
 class Tokenizer:
     """Words -> the terms FTS5 indexes them as, by FTS5 itself (a private in-memory table with
     the index's tokenizer), remembered per process."""

@@ -38,6 +38,29 @@ added to the chunk's own vector instead of a list of their own 0.966-0.968; pseu
 feedback on the question's vector 0.964. Held out, the 500 odd-numbered questions: R@1
 0.774 -> 0.780, R@5 0.952 -> 0.962, MRR@10 0.855 -> 0.860; all 5,285 odd: R@5 0.960 -> 0.967.
 
+BM25, in the fusion, scores the candidates (the union of both lists' top 50) with each word's
+idf scaled by (1 - the share of the candidates holding it) ** POOL_IDF_WEIGHT
+(Store.pool_lexical): where the candidates are all about one thing, the words they all share
+tell none of them apart. SQuAD's first article has 54 paragraphs on one football game, and
+"Which hotel did the Broncos use for Super Bowl 50?" ranked every paragraph saying "Broncos"
+and "Super Bowl 50" above the one saying they "stayed at the Santa Clara Marriott". Tuned on
+the first 500 even questions (that article, the even twin of the odd-500): 0, 2, 3, 4 -> R@5
+0.968, 0.978, 0.978, 0.974 (R@1 0.774 -> 0.794 at 3); every fifth even question 0.961 ->
+0.965; all 5,285 even 0.969 both ways. Held out: odd-500 R@1 0.780 -> 0.788, R@5 0.962 ->
+0.978, MRR@10 0.860 -> 0.874; all 5,285 odd R@5 0.967 -> 0.970. As the sentence list, it
+needs the postings in memory (up to LEXICAL_MEMORY_MAX chunks); through FTS5 the candidates
+keep BM25's own order.
+
+Late interaction (Settings.late_interaction, off by default) adds a fourth list: each question
+token's best match among a candidate's tokens, summed (`late_interaction`). Passage tokens are
+kept as the signs of their last states from the ingest forward pass (rag.minilm.token_codes),
+which ranked as well as float16 states. All 5,285 even questions: R@5 0.969 -> 0.976 at
+weight 0.5 (1.0: 0.976, 1.5: 0.977; the even-500 0.982 / 0.980 / 0.974), R@1 0.853 -> 0.873.
+It is off because it loses where pool idf wins, on the 54 paragraphs about one game (odd-500
+R@5 0.978 -> 0.972; 0.966 at weight 1.0), and on seeds/qa.jsonl it brings a fifth passage
+into q52's ("How did Ishiba respond to the missile test?", unanswerable) whose "in response"
+stops the unseen-word abstention, so the question is answered.
+
 Then the best RERANK fused passages are re-ordered by their best single sentence
 (`rerank_by_sentence`). All 5,285 even questions: R@1 0.824 -> 0.845, R@5 0.960 -> 0.965,
 MRR@10 0.883 -> 0.898 (30 passages and IDF over the whole corpus 0.965 / 0.841; within the pool,
@@ -62,8 +85,11 @@ from rag.types import Hit
 
 RRF_K = 60
 DENSE_WEIGHT = 0.5  # against BM25's 1 - DENSE_WEIGHT, when chunks are ranked by two lists
-# With the chunks' best sentences by vector as a third list: chunk vectors, BM25, sentences
-THREE_WEIGHTS = (0.25, 0.5, 0.5)
+# With the chunks' best sentences by vector, and late interaction, as lists of their own:
+# chunk vectors, BM25, sentences, late interaction (those a search has)
+FOUR_WEIGHTS = (0.25, 0.5, 0.5, 0.5)
+# BM25 over the candidates scales each word's idf by (1 - the share of them holding it) ** this
+POOL_IDF_WEIGHT = 3.0
 CONTEXT_WEIGHT = 0.5  # BM25 counts a chunk's neighbouring text at half its own words
 FUSIONS = ("zscore", "rrf")
 SENTENCE_WEIGHT = 0.5  # the best single sentence's share of the question, against fusion
@@ -147,9 +173,13 @@ def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: di
 
 class Retriever:
     def __init__(self, store: Store, embedder: Embedder, mode: str = "hybrid",
-                 fusion: str = "zscore", sentences: bool = True):
+                 fusion: str = "zscore", sentences: bool = True, late: bool = False,
+                 pool_idf: bool = True):
         """`sentences`: rank the candidates by their best sentence too, where the index
-        holds sentence vectors (hybrid mode); off, for comparison, the two lists alone."""
+        holds sentence vectors (hybrid mode); `late`: and by late interaction, where it holds
+        token codes (Settings.late_interaction, off by default); `pool_idf`: BM25 re-weighs
+        the candidates by the words few of them share. Each off, for comparison, as before it
+        came."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
         if fusion not in FUSIONS:
@@ -159,25 +189,35 @@ class Retriever:
         self.mode = mode
         self.fusion = fusion
         self.sentences = sentences
+        self.late = late
+        self.pool_idf = pool_idf
 
     def search(self, query: str, k: int = 5, pool: int = 50,
                collapse: bool = True) -> list[Hit]:
         index = self.store.faiss_index()
         if index.ntotal == 0:
             return []
-        qvec = self.embedder.embed([query])[0]
+        qvec, qtokens = self.embedder.embed_question(query)
         pool = min(max(pool, k * 4), index.ntotal)
         dense: list[tuple[int, float]] = []
         sentences: list[tuple[int, float]] = []
+        late: list[tuple[int, float]] = []
         if self.mode in ("hybrid", "dense"):
             dense = self.store.nearest(qvec, pool)
         lexical: list[tuple[int, float]] = []
+        words = content_words(query)
         if self.mode in ("hybrid", "lexical"):
-            lexical = self.store.lexical_search(content_words(query), pool, CONTEXT_WEIGHT)
-        if self.mode == "hybrid" and self.sentences:  # the candidates, by their best sentence
-            sentences = self.store.sentence_scores(
-                qvec, dict.fromkeys(r for r, _ in dense + lexical))[:pool]
-        fused = fuse(dense, lexical, self.fusion, sentences)
+            lexical = self.store.lexical_search(words, pool, CONTEXT_WEIGHT)
+        if self.mode == "hybrid":
+            candidates = list(dict.fromkeys(r for r, _ in dense + lexical))
+            if self.pool_idf:
+                lexical = self.store.pool_lexical(words, candidates, POOL_IDF_WEIGHT,
+                                                  CONTEXT_WEIGHT) or lexical
+            if self.sentences:  # the candidates, by their best sentence
+                sentences = self.store.sentence_scores(qvec, candidates)[:pool]
+            if self.late and qtokens is not None and len(qtokens):
+                late = late_interaction(self.store, self.embedder, qtokens, candidates)
+        fused = fuse(dense, lexical, self.fusion, sentences, late)
         order = sorted(fused, key=lambda r: (-fused[r], r))
         # Chunks and vectors are read as the walk below reaches them, in one query: it stops
         # within the first 2k of the ~80 fused passages (SQuAD, 200 searches: one read each,
@@ -215,18 +255,37 @@ class Retriever:
         return [replace(h, rank=i + 1) for i, h in enumerate(hits)]
 
 
+def late_interaction(store: Store, embedder: Embedder, qtokens: np.ndarray,
+                     candidates: list[int]) -> list[tuple[int, float]]:
+    """(rowid, score) of the candidates, best first, by late interaction: each question
+    token's best match among a passage's tokens, summed (ColBERT's MaxSim, over the
+    embedding model's own last states: the passages' kept as sign bits at ingest). It reads
+    which passage says what the question asks where one vector per passage blurs it: "Which
+    hotel did the Broncos use?" against "... stayed at the Santa Clara Marriott". Empty
+    unless every candidate has codes (an older index, or a model rag does not run itself),
+    so that one search never mixes passages scored and not."""
+    codes = store.token_codes(candidates)
+    if not candidates or len(codes) < len(candidates):
+        return []
+    scores = embedder.late_scores(qtokens, [codes[r] for r in candidates])
+    return sorted(zip(candidates, scores.tolist()), key=lambda t: (-t[1], t[0]))
+
+
 def fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]],
-         fusion: str = "zscore", sentences: list[tuple[int, float]] = ()) -> dict[int, float]:
+         fusion: str = "zscore", sentences: list[tuple[int, float]] = (),
+         late: list[tuple[int, float]] = ()) -> dict[int, float]:
     """rowid -> fused score, from (rowid, score) lists each ordered best first: the chunks by
-    their vectors, by BM25 and (where the index has them) by their best sentence's vector."""
+    their vectors, by BM25, and (where the index has what they need) by their best sentence's
+    vector and by late interaction."""
     fused: dict[int, float] = {}
     if fusion == "rrf":
-        for ranking in (dense, lexical, sentences):
+        for ranking in (dense, lexical, sentences, late):
             for rank, (rowid, _) in enumerate(ranking):
                 fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
         return fused
-    weights = THREE_WEIGHTS if sentences else (DENSE_WEIGHT, 1 - DENSE_WEIGHT, 0.0)
-    lists = [(w, ranking) for w, ranking in zip(weights, (dense, lexical, sentences)) if ranking]
+    weights = FOUR_WEIGHTS if sentences or late else (DENSE_WEIGHT, 1 - DENSE_WEIGHT, 0, 0)
+    lists = [(w, ranking) for w, ranking in zip(weights, (dense, lexical, sentences, late))
+             if ranking]
     if len(lists) < 2:  # one list: its own order
         return {rowid: score for rowid, score in lists[0][1]} if lists else {}
     standardised = []

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT NOT NULL, source TEXT NOT NULL
         REFERENCES documents(source) ON DELETE CASCADE,
     start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL,
-    n_tokens INTEGER NOT NULL, vector BLOB NOT NULL, page INTEGER, sentences BLOB,
+    n_tokens INTEGER NOT NULL, vector BLOB NOT NULL, page INTEGER, sentences BLOB, tokens BLOB,
     UNIQUE (source, chunk_id));
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 {FTS_SCHEMA};
@@ -73,6 +73,11 @@ CHUNK_COLUMNS = "id, chunk_id, source, start, end, text, n_tokens, page"
 # (SQuAD's 3,711 chunks hold 10,324 sentences: 7.6 MiB); above it the chunks' own vectors and
 # BM25 rank alone.
 SENTENCE_SEARCH_MAX = 50_000
+# What a search reads beside a chunk's text and vector, added to older indexes when opened:
+# its sentences (`pack_sentences`) and its tokens' codes for late interaction
+# (rag.minilm.token_codes: 48 bytes a token, ~2.6 KiB a SQuAD chunk; empty where the
+# embedding model is not one rag runs itself)
+READ_COLUMNS = ("sentences", "tokens")
 LOCK_WAIT_S = 30  # how long an opening or a write waits for another process's lock
 
 
@@ -166,21 +171,26 @@ class Store:
             meta = self.meta()
         self._check_format(meta)
         self._check_model(meta, model, fingerprint)
-        self._add_sentences_column()
+        self._add_read_columns()
 
-    def _add_sentences_column(self) -> None:
-        """An index written before chunks held their sentences' vectors gains the (empty)
-        column; `rag ingest` fills it in (`chunks_without_sentences`). Until every chunk has
-        them, searches rank without sentences. A read-only index stays as it is."""
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(chunks)")}
-        if "sentences" in columns:
+    def _add_read_columns(self) -> None:
+        """An index written before chunks held their sentences' vectors (`sentences`) or their
+        tokens' codes (`tokens`) gains the (empty) columns; `rag ingest` fills them in
+        (`chunks_without_sentences`). Until every chunk has them, searches rank without
+        sentences, and without late interaction for the chunks that lack codes. A read-only
+        index stays as it is."""
+        def missing(db) -> list[str]:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(chunks)")}
+            return [c for c in READ_COLUMNS if c not in columns]
+
+        if not missing(self.db):
             return
         try:
             with self.transaction() as db:
-                if "sentences" not in {r[1] for r in db.execute("PRAGMA table_info(chunks)")}:
-                    db.execute("ALTER TABLE chunks ADD COLUMN sentences BLOB")
+                for column in missing(db):
+                    db.execute(f"ALTER TABLE chunks ADD COLUMN {column} BLOB")
         except sqlite3.OperationalError:
-            pass  # read-only: searched without sentence vectors
+            pass  # read-only: searched without what it lacks
 
     def _check_format(self, meta: dict[str, str]) -> None:
         if int(meta.get("format_version", -1)) != FORMAT_VERSION:
@@ -315,11 +325,11 @@ class Store:
         return dict(self.db.execute("SELECT source, file FROM documents"))
 
     def replace_documents(self, items: Iterable[tuple[Document, list[Chunk], np.ndarray,
-                                                      list[bytes]]],
+                                                      list[tuple[bytes, bytes]]]],
                           remove: Iterable[str] = ()) -> None:
         """In one transaction: drop `remove` and any older version of each document, then
-        insert each document with its chunks, their vectors and their sentences (packed by
-        `pack_sentences`)."""
+        insert each document with its chunks, their vectors, and for each chunk its
+        sentences (packed by `pack_sentences`) and its tokens' codes (`pack_tokens`)."""
         with self.transaction() as db:
             for source in remove:
                 self._delete(db, source)
@@ -333,13 +343,14 @@ class Store:
                      json.dumps(doc.metadata, ensure_ascii=False) if doc.metadata else None,
                      time.time()))
                 contexts = neighbour_contexts(doc.text, [(c.start, c.end) for c in chunks])
-                for chunk, vec, context, sents in zip(chunks, vectors, contexts, sentences):
+                for chunk, vec, context, (sents, tokens) in zip(chunks, vectors, contexts,
+                                                                sentences):
                     cur = db.execute(
                         "INSERT INTO chunks (chunk_id, source, start, end, text, n_tokens, vector,"
-                        " page, sentences) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " page, sentences, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (chunk.chunk_id, chunk.source, chunk.start, chunk.end, chunk.text,
                          chunk.n_tokens, np.asarray(vec, dtype=np.float32).tobytes(),
-                         chunk.page, sents))
+                         chunk.page, sents, tokens))
                     db.execute("INSERT INTO chunks_fts (rowid, text, context) VALUES (?, ?, ?)",
                                (cur.lastrowid, chunk.text, context))
             _next_generation(db)
@@ -353,21 +364,23 @@ class Store:
         db.execute("DELETE FROM documents WHERE source = ?", (source,))
 
     def chunks_without_sentences(self, limit: int) -> list[tuple[int, str]]:
-        """(rowid, text) of up to `limit` chunks written before chunks held sentences, where
-        searches would use them (an index of at most SENTENCE_SEARCH_MAX chunks)."""
+        """(rowid, text) of up to `limit` chunks written before chunks held their sentences
+        or their tokens' codes, where searches would use them (an index of at most
+        SENTENCE_SEARCH_MAX chunks)."""
         n, = self.db.execute("SELECT count(*) FROM chunks").fetchone()
         if n > SENTENCE_SEARCH_MAX:
             return []
-        return self.db.execute("SELECT id, text FROM chunks WHERE sentences IS NULL ORDER BY id "
-                               "LIMIT ?", (limit,)).fetchall()
+        return self.db.execute("SELECT id, text FROM chunks WHERE sentences IS NULL OR tokens IS "
+                               "NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
 
-    def set_sentences(self, rows: Iterable[tuple[int, bytes]]) -> None:
-        """Fill in packed sentences (rowid, blob) of chunks that lack them, in one
-        transaction. The chunks' text and vectors are untouched; the generation moves on, so
-        that every process reads the sentences anew."""
+    def set_sentences(self, rows: Iterable[tuple[int, tuple[bytes, bytes]]]) -> None:
+        """Fill in the packed sentences and token codes (rowid, (sentences, tokens)) of chunks
+        that lack either, in one transaction. The chunks' text and vectors are untouched; the
+        generation moves on, so that every process reads them anew."""
         with self.transaction() as db:
-            db.executemany("UPDATE chunks SET sentences = ? WHERE id = ? AND sentences IS NULL",
-                           [(blob, rowid) for rowid, blob in rows])
+            db.executemany("UPDATE chunks SET sentences = ?, tokens = ? WHERE id = ? AND "
+                           "(sentences IS NULL OR tokens IS NULL)",
+                           [(sents, tokens, rowid) for rowid, (sents, tokens) in rows])
             _next_generation(db)
 
     def _write_manifest_file(self) -> None:
@@ -454,6 +467,37 @@ class Store:
             "WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
             (context_weight, " OR ".join(f'"{w}"' for w in words), limit))
         return [(r, -s) for r, s in rows]
+
+    def pool_lexical(self, words: Iterable[str], rowids: Iterable[int], pool_weight: float,
+                     context_weight: float = 1.0) -> list[tuple[int, float]] | None:
+        """(rowid, score) of the candidates `rowids` by BM25 with each word's idf scaled by
+        how few of them hold it (Postings.pool_scores), best first; None where the postings
+        are not in memory or FTS5 reads a word as a phrase (then the search keeps
+        `lexical_search`'s order)."""
+        words = list(dict.fromkeys(w for w in words if w.strip() and '"' not in w))
+        postings = self.lexical_postings()
+        if postings is None or not words:
+            return None
+        terms = self._tokenizer.terms(words)
+        if not all(len(t) == 1 for t in terms):
+            return None
+        return postings.pool_scores([t[0] for t in terms], list(rowids), context_weight,
+                                    pool_weight)
+
+    def token_codes(self, rowids: Iterable[int]) -> dict[int, np.ndarray]:
+        """rowid -> its tokens' codes (uint8, (tokens, dimension / 8)) for those of `rowids`
+        that have any, in the state the current search pinned."""
+        ids = list(rowids)
+        if not ids:
+            return {}
+        width = int(self.meta()["dimension"]) // 8
+        marks = ",".join("?" * len(ids))
+        try:
+            rows = self.db.execute(f"SELECT id, tokens FROM chunks WHERE id IN ({marks}) AND "
+                                   "length(tokens) > 0", ids).fetchall()
+        except sqlite3.OperationalError:  # read-only, from before chunks held token codes
+            return {}
+        return {r: np.frombuffer(b, dtype=np.uint8).reshape(-1, width) for r, b in rows}
 
     def lexical_postings(self) -> Postings | None:
         """The full-text index's postings for the state being read, from disk or read out of
@@ -604,6 +648,12 @@ def pack_sentences(spans: Iterable[tuple[int, int]], vectors: np.ndarray) -> byt
     bits = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
     bf16 = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     return np.int32(len(spans)).tobytes() + spans.tobytes() + bf16.tobytes()
+
+
+def pack_tokens(codes: np.ndarray | None) -> bytes:
+    """A chunk's token codes as stored (rag.minilm.token_codes, row after row); empty where
+    the embedding model gives none."""
+    return b"" if codes is None else np.ascontiguousarray(codes, dtype=np.uint8).tobytes()
 
 
 def unpack_sentences(blob: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -127,9 +127,11 @@ def test_nearest_is_faiss_order_without_padding(seed_settings):
 
 
 def test_search_is_the_same_through_either_bm25(seed_settings, monkeypatch):
+    """Through FTS5 (an index past LEXICAL_MEMORY_MAX) the candidates keep BM25's own order:
+    re-weighing them by the words few of them share needs the postings in memory."""
     store, emb = open_store(seed_settings)
     memory = [[(h.chunk.source, h.chunk.chunk_id) for h in
-               Retriever(store, emb).search(q, k=5)] for q in QUESTIONS]
+               Retriever(store, emb, pool_idf=False).search(q, k=5)] for q in QUESTIONS]
     store.close()
     monkeypatch.setattr("rag.store.LEXICAL_MEMORY_MAX", 0)
     store, emb = open_store(seed_settings)
@@ -204,4 +206,31 @@ def test_postings_updated_after_a_small_ingest_are_the_ones_built_whole(
     assert _by_term(now) == _by_term(whole)
     for q in QUESTIONS + ["ferry timetable Monday café", "brewery Varnholt prices"]:
         same_as_fts5(store, content_words(q), 20, 0.5)
+    store.close()
+
+
+def test_pool_scores_weigh_words_by_how_few_candidates_hold_them(seed_settings):
+    from rag.ingest import open_store
+
+    store, _ = open_store(seed_settings)
+    postings = store.lexical_postings()
+    words = ["missile", "launch", "korea"]
+    terms = [t[0] for t in store._tokenizer.terms(words)]
+    everything = postings.rowids.tolist()
+    # at pool weight 0 the candidates keep the scores the whole index gives them
+    whole = dict(postings.search(terms, len(everything), 0.5))
+    pool = everything[::2]
+    at_zero = postings.pool_scores(terms, pool, 0.5, 0.0)
+    assert at_zero and all(whole[r] == s for r, s in at_zero)
+    assert {r for r, _ in at_zero} == {r for r in pool if r in whole}
+    # a word every candidate holds tells them apart no more: it adds nothing
+    holders = [r for r, _ in postings.search(terms[:1], len(everything), 0.5)]
+    assert postings.pool_scores(terms[:1], holders, 0.5, 3.0) == []
+    scored = dict(postings.pool_scores(terms, holders, 0.5, 3.0))
+    rest = dict(postings.pool_scores(terms[1:], holders, 0.5, 3.0))
+    assert scored == pytest.approx(rest)
+    # rows the postings do not hold are left out; order is best first
+    assert postings.pool_scores(terms, [10 ** 9], 0.5, 3.0) == []
+    values = [s for _, s in postings.pool_scores(terms, everything, 0.5, 3.0)]
+    assert values == sorted(values, reverse=True)
     store.close()

@@ -272,3 +272,51 @@ def test_a_model_rag_does_not_run_itself_embeds_each_sentence_alone():
     alone = embedder.embed([t[a:b] for t, ss in zip(texts, spans) for a, b in ss])
     # the same texts, batched otherwise: equal to bfloat16's rounding where it computes in it
     assert (np.sum(np.vstack(parts) * alone, axis=1) > 0.999).all()
+
+
+def test_a_question_gives_its_vector_and_the_states_of_the_tokens_late_interaction_reads(
+        model_path):
+    """encode_question: encode's vector bit for bit, and the unit last states of the tokens
+    that are not function words or punctuation, in order; embed_question through the
+    Embedder gives the same, and leaves the vector for `embed` to find."""
+    from rag.embedder import Embedder
+    from rag.minilm import LATE_SKIP, TorchMiniLM
+
+    question = "Which hotel did the Broncos use for Super Bowl 50?"
+    for bf16 in (False, True):
+        engine = TorchMiniLM(MiniLM(model_path, 256), bf16=bf16)
+        vector, states = engine.encode_question(question)
+        assert np.array_equal(vector, engine.encode([question])[0])
+        tokens = engine.base.tokenizer.encode(question).tokens
+        assert [t for t in tokens[1:-1] if t not in LATE_SKIP] == \
+            ["hotel", "broncos", "use", "super", "bowl", "50"]
+        assert states.shape == (6, 384)
+        assert np.allclose(np.linalg.norm(states, axis=1), 1.0, atol=1e-5)
+    settings = Settings.from_env()
+    embedder = Embedder(resolve_embedding(settings.embedding_model, settings))
+    vector, states = embedder.embed_question(question)
+    assert np.array_equal(vector, embedder.embed([question])[0])
+    assert embedder.embed_question(question)[1] is states  # remembered
+    other = Embedder(resolve_embedding(settings.embedding_model, settings))
+    other.own_forward = False  # as for a model rag.minilm does not support
+    vector, states = other.embed_question(question)
+    assert states is None and np.allclose(vector, embedder.embed([question])[0], atol=1e-2)
+
+
+def test_late_scores_sum_each_question_tokens_best_match():
+    """late_scores against the arithmetic written out: signs, not bits, give the same order,
+    and a block's score is the sum over question tokens of their best token's product."""
+    from rag.minilm import late_scores, token_codes
+
+    rng = np.random.default_rng(7)
+    question = rng.standard_normal((5, 384)).astype(np.float32)
+    passages = [rng.standard_normal((n, 384)).astype(np.float32) for n in (1, 7, 30)]
+    blocks = [token_codes(p) for p in passages]
+    got = late_scores(question, blocks, bf16=False)
+    signs = [np.where(p > 0, 1.0, -1.0) for p in passages]
+    bits = [(p > 0).astype(np.float64) for p in passages]
+    expected = np.array([(question @ b.T).max(1).sum() for b in bits])
+    assert np.allclose(got, expected, rtol=1e-5)
+    by_signs = np.array([(question @ s.T).max(1).sum() for s in signs])
+    assert np.array_equal(np.argsort(got), np.argsort(by_signs))
+    assert np.allclose(late_scores(question, blocks, bf16=True), expected, rtol=2e-2, atol=0.5)

@@ -76,7 +76,7 @@ def test_zscore_fusion_weighs_both_lists_and_gives_the_missing_their_lowest():
 
 
 def test_sentences_are_a_third_list_at_their_own_weights():
-    from rag.retrieve import THREE_WEIGHTS
+    from rag.retrieve import FOUR_WEIGHTS
 
     dense = [(1, 0.9), (2, 0.5), (3, 0.4)]
     lexical = [(3, 12.0), (4, 3.0), (1, 2.0)]
@@ -91,7 +91,7 @@ def test_sentences_are_a_third_list_at_their_own_weights():
 
     lists = [z(r) for r in (dense, lexical, sentences)]
     for rowid in fused:
-        expected = sum(w * zs.get(rowid, low) for w, (zs, low) in zip(THREE_WEIGHTS, lists))
+        expected = sum(w * zs.get(rowid, low) for w, (zs, low) in zip(FOUR_WEIGHTS, lists))
         assert fused[rowid] == pytest.approx(expected)
     # the best sentence lifts passage 2 above 3, which two lists alone put first
     assert fuse(dense, lexical)[3] > fuse(dense, lexical)[2]
@@ -181,3 +181,42 @@ def test_whole_words_finds_what_the_word_boundary_pattern_finds():
             pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
             assert sorted(whole_words(text, words)) == \
                 sorted((m.start(), m.group()) for m in pattern.finditer(text))
+
+
+def test_late_interaction_scores_every_candidate_or_none(seed_settings):
+    from rag.ingest import open_store
+    from rag.retrieve import late_interaction
+
+    store, emb = open_store(seed_settings)
+    store.faiss_index()
+    everything = store._chunk_ids().tolist()
+    qtokens = emb.embed_question("How many North Korean personnel have been deployed?")[1]
+    scored = late_interaction(store, emb, qtokens, everything)
+    assert sorted(r for r, _ in scored) == sorted(everything)
+    assert [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
+    # a candidate without codes (not in the index): the list is left out, not mixed
+    assert late_interaction(store, emb, qtokens, everything + [10 ** 9]) == []
+    assert late_interaction(store, emb, qtokens, []) == []
+    store.close()
+
+
+def test_late_interaction_is_a_list_of_its_own_when_asked_for(seed_settings, monkeypatch):
+    import rag.retrieve
+    from rag.config import Settings
+
+    store, emb = open_store(seed_settings)
+    question = "How many North Korean personnel were killed?"
+    calls = []
+    real = rag.retrieve.late_interaction
+    monkeypatch.setattr(rag.retrieve, "late_interaction",
+                        lambda *a: calls.append(a[3]) or real(*a))
+    without = Retriever(store, emb).search(question, k=3)
+    assert calls == []  # off by default
+    with_late = Retriever(store, emb, late=True).search(question, k=3)
+    assert len(calls) == 1 and len(calls[0]) >= 3  # over the candidates of both lists
+    assert without and with_late and any("600" in h.chunk.text for h in with_late)
+    store.close()
+    monkeypatch.setenv("RAG_LATE_INTERACTION", "1")
+    assert Settings.from_env().late_interaction
+    monkeypatch.setenv("RAG_LATE_INTERACTION", "0")
+    assert not Settings.from_env().late_interaction

@@ -245,16 +245,72 @@ def test_many_opening_one_new_index_at_once_all_succeed(tmp_path):
     assert failures == []
 
 
-def _without_sentences(index_dir):
-    """Rewrite an index as rag wrote it before chunks held their sentences."""
+def _without_sentences(index_dir, columns=("sentences", "tokens")):
+    """Rewrite an index as rag wrote it before chunks held their sentences (and their token
+    codes, which came later still: columns=("tokens",) is an index of that time)."""
     import sqlite3
 
     from rag.store import DB_NAME
 
     db = sqlite3.connect(index_dir / DB_NAME)
     with db:
-        db.execute("ALTER TABLE chunks DROP COLUMN sentences")
+        for column in columns:
+            db.execute(f"ALTER TABLE chunks DROP COLUMN {column}")
     db.close()
+
+
+def test_every_chunk_holds_its_token_codes(fresh_settings, seed_copy):
+    from rag.minilm import LATE_SKIP, token_codes
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    rows = store.db.execute("SELECT id, text, tokens FROM chunks ORDER BY id").fetchall()
+    codes = store.token_codes([r for r, _, _ in rows])
+    tokenizer = emb._model.base.tokenizer
+    for rowid, text, blob in rows:
+        kept = [t for t in tokenizer.encode(text).tokens[1:-1] if t not in LATE_SKIP]
+        assert codes[rowid].shape == (len(kept), emb.dimension // 8)
+        assert len(blob) == len(kept) * 48
+    # a passage embedded alone: its codes are the signs of the states its question-side
+    # twin reads, bit for bit
+    text = rows[0][1]
+    _, states = emb._model.encode_question(text)
+    _, _, alone = emb._model.encode_with_spans([text], [[]], codes=True)
+    assert np.array_equal(alone[0], token_codes(states))
+    assert np.array_equal(alone[0], codes[rows[0][0]]) or \
+        (np.unpackbits(alone[0]) != np.unpackbits(codes[rows[0][0]])).mean() < 0.01  # padding
+    store.close()
+
+
+def test_index_without_token_codes_gains_them_at_the_next_ingest(fresh_settings, seed_copy):
+    from rag.retrieve import Retriever, late_interaction
+
+    ingest([seed_copy], fresh_settings)
+    store, emb = open_store(fresh_settings)
+    before = store.db.execute("SELECT id, vector, sentences FROM chunks ORDER BY id").fetchall()
+    question = "Where did the missile land?"
+    expected = [h.chunk.chunk_id for h in Retriever(store, emb, late=True).search(question, k=3)]
+    store.close()
+    _without_sentences(fresh_settings.index_dir, ("tokens",))
+
+    store, emb = open_store(fresh_settings)  # gains the empty column
+    everything = [r for r, _, _ in before]
+    qtokens = emb.embed_question(question)[1]
+    assert late_interaction(store, emb, qtokens, everything) == []  # searched without it
+    assert Retriever(store, emb, late=True).search(question, k=3)
+    store.close()
+
+    report = ingest([seed_copy], fresh_settings)
+    assert report.n_chunks == 0 and len(report.unchanged) == 3
+    store, emb = open_store(fresh_settings)
+    assert store.db.execute("SELECT id, vector, sentences FROM chunks ORDER BY id").fetchall() \
+        == before  # rows, vectors and sentences untouched
+    store.faiss_index()
+    assert len(late_interaction(store, emb, qtokens, everything)) == len(everything)
+    # the same passages first as from an index written with the codes
+    assert [h.chunk.chunk_id for h in
+            Retriever(store, emb, late=True).search(question, k=3)][0] == expected[0]
+    store.close()
 
 
 def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_copy):
