@@ -90,6 +90,10 @@ DENSE_WEIGHT = 0.5  # against BM25's 1 - DENSE_WEIGHT, when chunks are ranked by
 FOUR_WEIGHTS = (0.25, 0.5, 0.5, 0.5)
 # BM25 over the candidates scales each word's idf by (1 - the share of them holding it) ** this
 POOL_IDF_WEIGHT = 3.0
+# ... for a question of at most this many distinct words (SQuAD's longest has 17). A page
+# pasted as the question shares every word with every candidate, and the few words left
+# after the scaling rank them by chance; its words count as BM25 counts them.
+POOL_IDF_MAX_WORDS = 64
 CONTEXT_WEIGHT = 0.5  # BM25 counts a chunk's neighbouring text at half its own words
 FUSIONS = ("zscore", "rrf")
 SENTENCE_WEIGHT = 0.5  # the best single sentence's share of the question, against fusion
@@ -210,7 +214,7 @@ class Retriever:
             lexical = self.store.lexical_search(words, pool, CONTEXT_WEIGHT)
         if self.mode == "hybrid":
             candidates = list(dict.fromkeys(r for r, _ in dense + lexical))
-            if self.pool_idf:
+            if self.pool_idf and len(set(words)) <= POOL_IDF_MAX_WORDS:
                 lexical = self.store.pool_lexical(words, candidates, POOL_IDF_WEIGHT,
                                                   CONTEXT_WEIGHT) or lexical
             if self.sentences:  # the candidates, by their best sentence
