@@ -574,6 +574,7 @@ def search_child(index: str, runs: int) -> None:
     r = Retriever(store, embedder)
     r.search(qs[0])
     index_obj = store.faiss_index()
+    has_codes = bool(store.token_codes(store._chunk_ids()[:1].tolist()))
     p50, p99, emb, dense, sentences, lexical, rest = [], [], [], [], [], [], []
     pooled, late = [], []
     for _ in range(runs):
@@ -605,9 +606,10 @@ def search_child(index: str, runs: int) -> None:
             t = time.perf_counter()
             store.pool_lexical(content_words(q), found, POOL_IDF_WEIGHT, CONTEXT_WEIGHT)
             p_lat.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            late_interaction(store, embedder, qtokens, list(found))
-            t_lat.append((time.perf_counter() - t) * 1000)
+            if has_codes:  # written by an ingest with late interaction on
+                t = time.perf_counter()
+                late_interaction(store, embedder, qtokens, list(found))
+                t_lat.append((time.perf_counter() - t) * 1000)
             store._tokenizer._memo.clear()
             t = time.perf_counter()
             store.lexical_search(content_words(q), 50, CONTEXT_WEIGHT)
@@ -620,7 +622,8 @@ def search_child(index: str, runs: int) -> None:
         lexical.append(percentile(l_lat, 0.5))
         rest.append(percentile(r_lat, 0.5))
         pooled.append(percentile(p_lat, 0.5))
-        late.append(percentile(t_lat, 0.5))
+        if t_lat:
+            late.append(percentile(t_lat, 0.5))
     # the question alone through each engine rag has (one thread, alternated per question):
     # what the query embedding could cost where torch is loaded anyway
     import torch
@@ -649,7 +652,7 @@ def search_child(index: str, runs: int) -> None:
                       "sentences": len(store._sentences.vectors) if store._sentences else 0,
                       "bm25_p50_ms": stats(lexical),
                       "bm25_over_candidates_p50_ms": stats(pooled),
-                      "late_interaction_p50_ms": stats(late),
+                      **({"late_interaction_p50_ms": stats(late)} if late else {}),
                       "search_without_embedding_p50_ms": stats(rest)}))
 
 
@@ -815,9 +818,10 @@ def markdown(r: dict) -> str:
                         "memory) p50", fs["sentence_dense_p50_ms"], "", None, " ms", 3)
                 add("  of which BM25 (in memory, FTS5's scores; words read afresh) p50",
                     fs["bm25_p50_ms"], "", None, " ms", 3)
-                if "late_interaction_p50_ms" in fs:
+                if "bm25_over_candidates_p50_ms" in fs:
                     add("  of which BM25 over the candidates, idf by how few share a word, p50",
                         fs["bm25_over_candidates_p50_ms"], "", None, " ms", 3)
+                if "late_interaction_p50_ms" in fs:
                     add("  late interaction over the candidates, when turned on (token codes "
                         "read from SQLite) p50", fs["late_interaction_p50_ms"], "", None, " ms", 3)
             if "search_without_embedding_p50_ms" in fs:

@@ -90,7 +90,8 @@ class Settings:
     # default. It lifts SQuAD recall@5 over all 5,285 even questions 0.969 -> 0.976, but on the
     # 54 paragraphs about one game (the first 500 odd questions) it costs 0.978 -> 0.972, and
     # on seeds/qa.jsonl it brings a passage into q52's five that answers an unanswerable
-    # question. RAG_LATE_INTERACTION=1 turns it on; every index holds what it needs.
+    # question. RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes
+    # (or fills in) the token codes it reads.
     late_interaction: bool = False
 
     @classmethod

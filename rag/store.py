@@ -363,23 +363,26 @@ class Store:
         db.execute("DELETE FROM chunks WHERE source = ?", (source,))
         db.execute("DELETE FROM documents WHERE source = ?", (source,))
 
-    def chunks_without_sentences(self, limit: int) -> list[tuple[int, str]]:
-        """(rowid, text) of up to `limit` chunks written before chunks held their sentences
-        or their tokens' codes, where searches would use them (an index of at most
-        SENTENCE_SEARCH_MAX chunks)."""
+    def chunks_without_sentences(self, limit: int, tokens: bool = False
+                                 ) -> list[tuple[int, str]]:
+        """(rowid, text) of up to `limit` chunks written without their sentences (or, with
+        `tokens`, without their tokens' codes), where searches would use them (an index of at
+        most SENTENCE_SEARCH_MAX chunks)."""
         n, = self.db.execute("SELECT count(*) FROM chunks").fetchone()
         if n > SENTENCE_SEARCH_MAX:
             return []
-        return self.db.execute("SELECT id, text FROM chunks WHERE sentences IS NULL OR tokens IS "
-                               "NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+        lacking = "sentences IS NULL OR tokens IS NULL" if tokens else "sentences IS NULL"
+        return self.db.execute(f"SELECT id, text FROM chunks WHERE {lacking} ORDER BY id "
+                               "LIMIT ?", (limit,)).fetchall()
 
-    def set_sentences(self, rows: Iterable[tuple[int, tuple[bytes, bytes]]]) -> None:
+    def set_sentences(self, rows: Iterable[tuple[int, tuple[bytes, bytes | None]]]) -> None:
         """Fill in the packed sentences and token codes (rowid, (sentences, tokens)) of chunks
         that lack either, in one transaction. The chunks' text and vectors are untouched; the
         generation moves on, so that every process reads them anew."""
         with self.transaction() as db:
-            db.executemany("UPDATE chunks SET sentences = ?, tokens = ? WHERE id = ? AND "
-                           "(sentences IS NULL OR tokens IS NULL)",
+            # a chunk keeps the codes it has when this ingest writes none (None)
+            db.executemany("UPDATE chunks SET sentences = ?, tokens = coalesce(?, tokens) "
+                           "WHERE id = ? AND (sentences IS NULL OR tokens IS NULL)",
                            [(sents, tokens, rowid) for rowid, (sents, tokens) in rows])
             _next_generation(db)
 
@@ -652,7 +655,8 @@ def pack_sentences(spans: Iterable[tuple[int, int]], vectors: np.ndarray) -> byt
 
 def pack_tokens(codes: np.ndarray | None) -> bytes:
     """A chunk's token codes as stored (rag.minilm.token_codes, row after row); empty where
-    the embedding model gives none."""
+    the embedding model gives none. (NULL, not empty, is a chunk ingested while late
+    interaction was off: the first ingest with it on fills it in.)"""
     return b"" if codes is None else np.ascontiguousarray(codes, dtype=np.uint8).tobytes()
 
 

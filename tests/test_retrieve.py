@@ -183,11 +183,13 @@ def test_whole_words_finds_what_the_word_boundary_pattern_finds():
                 sorted((m.start(), m.group()) for m in pattern.finditer(text))
 
 
-def test_late_interaction_scores_every_candidate_or_none(seed_settings):
+def test_late_interaction_scores_every_candidate_or_none(fresh_settings, seed_copy):
     from rag.ingest import open_store
     from rag.retrieve import late_interaction
 
-    store, emb = open_store(seed_settings)
+    late = fresh_settings.with_(late_interaction=True)
+    ingest([seed_copy], late)
+    store, emb = open_store(late)
     store.faiss_index()
     everything = store._chunk_ids().tolist()
     qtokens = emb.embed_question("How many North Korean personnel have been deployed?")[1]

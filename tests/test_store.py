@@ -259,11 +259,18 @@ def _without_sentences(index_dir, columns=("sentences", "tokens")):
     db.close()
 
 
-def test_every_chunk_holds_its_token_codes(fresh_settings, seed_copy):
+def test_every_chunk_holds_its_token_codes_when_late_interaction_is_on(fresh_settings,
+                                                                       seed_copy):
     from rag.minilm import LATE_SKIP, token_codes
 
-    ingest([seed_copy], fresh_settings)
+    ingest([seed_copy], fresh_settings)  # off: none written, none filled in
     store, emb = open_store(fresh_settings)
+    assert store.db.execute("SELECT count(tokens) FROM chunks").fetchone() == (0,)
+    assert store.chunks_without_sentences(1000) == []
+    store.close()
+    late = fresh_settings.with_(late_interaction=True)
+    ingest([seed_copy], late)  # on: the same chunks gain their codes
+    store, emb = open_store(late)
     rows = store.db.execute("SELECT id, text, tokens FROM chunks ORDER BY id").fetchall()
     codes = store.token_codes([r for r, _, _ in rows])
     tokenizer = emb._model.base.tokenizer
@@ -285,6 +292,7 @@ def test_every_chunk_holds_its_token_codes(fresh_settings, seed_copy):
 def test_index_without_token_codes_gains_them_at_the_next_ingest(fresh_settings, seed_copy):
     from rag.retrieve import Retriever, late_interaction
 
+    fresh_settings = fresh_settings.with_(late_interaction=True)
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
     before = store.db.execute("SELECT id, vector, sentences FROM chunks ORDER BY id").fetchall()
