@@ -148,6 +148,20 @@ class Postings:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
 
+    def _posting(self, term: str, context_weight: float
+                 ) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(the rows holding `term`, its weighted count in each, its idf) as FTS5's bm25()
+        reads them, or None for a term no row holds."""
+        at = self._at.get(term)
+        if at is None:
+            return None
+        a, b = self.starts[at], self.starts[at + 1]
+        freq = self.own[a:b].astype(np.float64) + \
+            context_weight * self.context[a:b].astype(np.float64)
+        n = len(self.rowids)
+        idf = float(np.log((n - (b - a) + 0.5) / ((b - a) + 0.5)))
+        return self.rows[a:b], freq, (idf if idf > 0.0 else 1e-6)
+
     def search(self, terms: Sequence[str], limit: int, context_weight: float
                ) -> list[tuple[int, float]]:
         """(rowid, bm25) best first, ties by rowid: FTS5's bm25(table, 1.0, context_weight)
@@ -156,15 +170,10 @@ class Postings:
         score = np.zeros(n)
         matched = np.zeros(n, dtype=bool)
         for term in terms:
-            at = self._at.get(term)
-            if at is None:
+            posting = self._posting(term, context_weight)
+            if posting is None:
                 continue
-            a, b = self.starts[at], self.starts[at + 1]
-            rows = self.rows[a:b]
-            freq = self.own[a:b].astype(np.float64) + \
-                context_weight * self.context[a:b].astype(np.float64)
-            idf = np.log((n - (b - a) + 0.5) / ((b - a) + 0.5))
-            idf = idf if idf > 0.0 else 1e-6
+            rows, freq, idf = posting
             score[rows] += idf * ((freq * (K1 + 1.0)) / (freq + self._norm[rows]))
             matched[rows] = True
         found = np.flatnonzero(matched)
@@ -175,7 +184,6 @@ class Postings:
             found = found[score[found] >= cut]  # all tied at the cut, then ordered below
         order = found[np.lexsort((self.rowids[found], -score[found]))][:limit]
         return list(zip(self.rowids[order].tolist(), score[order].tolist()))
-
 
     def pool_scores(self, terms: Sequence[str], rowids: Sequence[int], context_weight: float,
                     pool_weight: float) -> list[tuple[int, float]]:
@@ -196,19 +204,15 @@ class Postings:
         score = np.zeros(len(at))
         norm = self._norm[at]
         for term in dict.fromkeys(terms):
-            i = self._at.get(term)
-            if i is None:
+            posting = self._posting(term, context_weight)
+            if posting is None:
                 continue
-            a, b = self.starts[i], self.starts[i + 1]
-            mine = where[self.rows[a:b]]
+            rows, freq, idf = posting
+            mine = where[rows]
             inside = mine >= 0
             if not inside.any():
                 continue
-            mine = mine[inside]
-            freq = self.own[a:b][inside].astype(np.float64) + \
-                context_weight * self.context[a:b][inside].astype(np.float64)
-            idf = np.log((n - (b - a) + 0.5) / ((b - a) + 0.5))
-            idf = idf if idf > 0.0 else 1e-6
+            mine, freq = mine[inside], freq[inside]
             idf *= (1.0 - len(mine) / len(at)) ** pool_weight
             score[mine] += idf * ((freq * (K1 + 1.0)) / (freq + norm[mine]))
         found = np.flatnonzero(score > 0)
