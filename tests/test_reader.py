@@ -1,0 +1,111 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from rag.config import Settings
+from rag.reader import CLS, SEP, WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def base():
+    from rag.reader import READER_BASE, load_base
+    from rag.registry import resolve_embedding
+
+    return load_base(resolve_embedding(READER_BASE, Settings()).path)
+
+
+@pytest.fixture(scope="module")
+def reader(base):
+    from rag.reader import Reader
+
+    return Reader(base)
+
+
+def test_the_committed_weights_are_the_ones_recorded():
+    digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
+    recorded = WEIGHTS.with_name("reader.sha256").read_text().split()[0]
+    calibration = json.loads(WEIGHTS.with_name("reader.json").read_text())
+    assert digest == recorded == calibration["weights_sha256"]
+    assert WEIGHTS.stat().st_size < 4_000_000  # an adapter, not a model
+
+
+def test_the_span_answers_and_lies_in_the_passage(reader):
+    passage = ("The bridge was closed on Tuesday after inspectors found cracks in two of its "
+               "steel supports. The city engineer, Maria Lopez, said repairs would take six "
+               "weeks and cost about 2 million dollars.")
+    spans = reader.read("How long will the repairs take?", [passage])[0]
+    best = spans[0]
+    assert passage[best.start:best.end] == "six weeks"
+    assert best.margin > 0
+    who = reader.read("Who is the city engineer?", [passage])[0][0]
+    assert passage[who.start:who.end] == "Maria Lopez"
+    # best first, and none overlapping a better one
+    assert all(a.margin >= b.margin for a, b in zip(spans, spans[1:]))
+    for i, a in enumerate(spans):
+        assert all(a.end <= b.start or b.end <= a.start for b in spans[i + 1:])
+
+
+def test_a_passage_without_the_answer_scores_below_one_with_it(reader):
+    question = "How long will the repairs take?"
+    holds = "The city engineer said repairs to the bridge would take six weeks."
+    lacks = "The city council met on Monday to discuss the budget for new parks."
+    with_it, without = (max(s.margin for s in spans)
+                        for spans in reader.read(question, [holds, lacks]))
+    assert with_it > without
+
+
+def test_a_long_passage_is_read_in_windows(reader):
+    filler = " ".join(f"Paragraph {i} describes the weather, which was mild and dry." for i in
+                      range(80))
+    passage = filler + " The museum reopened in March 2021 after a long renovation."
+    assert len(reader.tokenizer.encode(passage).ids) > 600
+    best = reader.read("When did the museum reopen?", [passage])[0][0]
+    assert "March 2021" in passage[best.start:best.end]
+
+
+def test_no_passages_no_spans(reader):
+    assert reader.read("Anything?", []) == []
+    assert reader.read("Anything?", [""]) == [[]]
+
+
+def test_merged_weights_compute_what_the_training_model_computed(base, reader):
+    """The adapters merged into the encoder at load give the logits the training model gives
+    with the adapters apart (bench/train_reader.py trains the latter)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rag.reader import ReaderModel
+
+    saved = load_file(str(WEIGHTS))
+    model = ReaderModel(base, rank=saved["lora.0.0.a"].shape[0])
+    with torch.no_grad():
+        for k, (a, b) in enumerate(model.lora):
+            i, j = divmod(k, 4)
+            a.copy_(saved[f"lora.{i}.{j}.a"].float())
+            b.copy_(saved[f"lora.{i}.{j}.b"].float())
+            model.biases[k].copy_(saved[f"bias.{i}.{j}"])
+        for k, n in enumerate(model.norms):
+            n.copy_(saved[f"norm.{k // 4}.{k % 4}"])
+        model.emb_w.copy_(saved["emb_norm.weight"])
+        model.emb_b.copy_(saved["emb_norm.bias"])
+        model.head.weight.copy_(saved["head.weight"])
+        model.head.bias.copy_(saved["head.bias"])
+        q = reader.tokenizer.encode("Who won the match?", add_special_tokens=False).ids
+        p = reader.tokenizer.encode("The home side won the match 3-1 on Sunday.",
+                                    add_special_tokens=False).ids
+        ids = torch.tensor([[CLS, *q, SEP, *p, SEP]])
+        start, end = model(ids, torch.ones_like(ids, dtype=torch.bool))
+    states = reader._states([ids[0].tolist()])[0]
+    logits = states @ reader.head_w.T.numpy() + reader.head_b.numpy()
+    np.testing.assert_allclose(logits[:, 0], start[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(logits[:, 1], end[0].numpy(), atol=1e-4)
+
+
+def test_missing_weights_are_one_clear_error(base, tmp_path):
+    from rag.errors import RagError
+    from rag.reader import Reader
+
+    with pytest.raises(RagError, match="make train"):
+        Reader(base, tmp_path / "nothing.safetensors")
