@@ -5,6 +5,7 @@ commands that need them, so `rag --help` starts at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from enum import StrEnum
@@ -53,57 +54,47 @@ def _emit_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def format_eta(seconds: float | None) -> str:
-    """"ETA 1:05" style; "ETA --:--" while unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "ETA --:--"
-    seconds = int(seconds + 0.5)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"ETA {h}:{m:02d}:{s:02d}" if h else f"ETA {m}:{s:02d}"
+class StageBars:
+    """Progress of a long command on standard error, drawn by rich: one bar per stage (read,
+    embed, ...) with the count and the time left. Called as the library's progress callback,
+    (stage, done, total); used as a context manager so the display is always closed."""
 
+    def __init__(self, console=None, clock=None):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-class Progress:
-    """A one-line progress bar on standard error with the rate and the time left, estimated
-    from the progress of the current stage so far."""
+        self.bars = Progress(TextColumn("{task.description:>6}"), BarColumn(),
+                             MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=console or Console(stderr=True), get_time=clock,
+                             redirect_stdout=False)  # standard output holds results only
+        self.tasks: dict[str, int] = {}
 
-    def __init__(self, stream=None, clock=None):
-        import time
+    def __enter__(self) -> StageBars:
+        self.bars.start()
+        return self
 
-        self.stream = stream or sys.stderr
-        self.clock = clock or time.monotonic
-        self.stage: str | None = None
-        self.started = 0.0
-        self.first_done = 0
-
-    def eta(self, done: int, total: int) -> float | None:
-        elapsed = self.clock() - self.started
-        moved = done - self.first_done
-        if moved <= 0 or elapsed <= 0:
-            return None
-        return (total - done) * elapsed / moved
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if total <= 0:
             return
-        if stage != self.stage:
-            if self.stage is not None:
-                self.stream.write("\n")
-            self.stage, self.started, self.first_done = stage, self.clock(), done
-        width = 30
-        filled = int(width * min(done, total) / total)
-        tail = "done" if done >= total else format_eta(self.eta(done, total))
-        self.stream.write(f"\r{stage:>6} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{done}/{total} {tail}   ")
-        if done >= total:
-            self.stream.write("\n")
-            self.stage = None
-        self.stream.flush()
+        done = min(done, total)
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total, completed=done)
+        self.bars.update(self.tasks[stage], completed=done, total=total)
 
 
-def _progress_printer():
-    """A progress bar on standard error, drawn only for a person watching."""
-    return Progress() if sys.stderr.isatty() else None
+def _progress_bars():
+    """Bars on standard error for a person watching; nothing when standard error is not a
+    terminal (a script, a log file)."""
+    return StageBars() if sys.stderr.isatty() else contextlib.nullcontext()
 
 
 @app.command()
@@ -114,7 +105,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
     from rag.ingest import ingest as run
 
     try:
-        report = run([str(p) for p in paths], _settings(index), progress=_progress_printer())
+        with _progress_bars() as bars:
+            report = run([str(p) for p in paths], _settings(index), progress=bars)
     except RagError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -229,8 +221,9 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
         typer.echo("rag: --format html needs --out FILE", err=True)
         raise typer.Exit(2)
     try:
-        result = briefing.build(_settings(index, model), topic, max_points=max_points,
-                                max_words=max_words, progress=_progress_printer())
+        with _progress_bars() as bars:
+            result = briefing.build(_settings(index, model), topic, max_points=max_points,
+                                    max_words=max_words, progress=bars)
     except RagError as e:
         _fail(e)
     if fmt == "json":
@@ -285,8 +278,12 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
                 raise RagError(f"{baseline}: not a readable eval --json output ({e})") from None
             if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):
                 raise RagError(f"{baseline}: not an eval --json output (no \"metrics\" object)")
-        report = evaluate.run(_settings(index, model, style), items, retrieval_only=retrieval_only,
-                              k=k, progress=_eval_progress(), use_cache=not no_cache)
+        with _progress_bars() as bars:
+            report = evaluate.run(_settings(index, model, style), items,
+                                  retrieval_only=retrieval_only, k=k,
+                                  progress=None if bars is None else
+                                  lambda done, total: bars("eval", done, total),
+                                  use_cache=not no_cache)
     except RagError as e:
         _fail(e)
     report["gates"] = evaluate.check_gates(report["metrics"], thresholds, base, tolerance,
@@ -313,13 +310,6 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
         typer.echo(f"rag: eval gate failed: {f}", err=True)
     if failures:
         raise typer.Exit(4)
-
-
-def _eval_progress():
-    bar = _progress_printer()
-    if bar is None:
-        return None
-    return lambda done, total: bar("eval", done, total)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 # The tool never reaches a network: set before any Hugging Face library is imported.
@@ -17,6 +18,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_dir(name: str) -> Path:
+    """The top-level folder `name` (prompts, models) as the package ships it: rag/_<name>
+    inside an installed wheel (pyproject maps the folder there), the folder itself in a source
+    checkout or an editable install."""
+    packaged = Path(str(resources.files("rag") / f"_{name}"))
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
 
 
 def cache_dir() -> Path:
@@ -65,8 +74,8 @@ class Settings:
     index_dir: Path = Path(".rag")
     model: str | None = None  # None: the registry's default_llm
     embedding_model: str = "all-minilm-l6-v2"
-    models_dir: Path = PROJECT_ROOT / "models"
-    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    models_dir: Path = shipped_dir("models")  # registry.toml and GGUF files dropped in
+    prompts_dir: Path = shipped_dir("prompts")
     k: int = 5
     chunk_tokens: int = 128  # in the embedding model's own tokens
     # Sentences a chunk repeats from the one before. None: the full-text index already reads

@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.config import Settings, cache_dir
+from rag.config import Settings, cache_dir, shipped_dir
 from rag.errors import ModelNotFound
 
 PROMPT_STYLES = ("chat", "completion", "auto")
@@ -41,7 +41,10 @@ class ModelSpec:
 
 
 def _registry(settings: Settings) -> dict:
+    """The models folder's registry.toml, else the defaults shipped with the package."""
     path = settings.models_dir / "registry.toml"
+    if not path.exists():
+        path = shipped_dir("models") / "registry.toml"
     if not path.exists():
         return {}
     with path.open("rb") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,26 @@ import pytest
 from rag.config import PROJECT_ROOT, Settings
 
 SEEDS = PROJECT_ROOT / "seeds"
+
+
+def _clear_rag_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("RAG_")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_rag_variables_for_session_fixtures():
+    """A developer's RAG_* settings (RAG_ANSWER_STYLE, RAG_THREADS, ...) never reach the shared
+    seed index or answerer; the per-test fixture below covers each test."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _clear_rag_variables(monkeypatch)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_rag_variables(monkeypatch):
+    """Each test starts with no RAG_* variable set, whatever the one before it set."""
+    _clear_rag_variables(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ enough for every `make test`."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -51,7 +53,10 @@ HOLD_LOCK_CHILD = textwrap.dedent("""
     store, _ = open_store(Settings.from_env(index_dir=sys.argv[1], n_threads=1))
     with store.writer():
         print("locked", flush=True)
-        time.sleep(float(sys.argv[2]))
+        if sys.argv[2] == "stdin":  # hold until the parent writes a line
+            sys.stdin.readline()
+        else:
+            time.sleep(float(sys.argv[2]))
     print("released", flush=True)
 """)
 
@@ -223,18 +228,44 @@ def test_readers_see_a_whole_state_while_another_process_ingests(tmp_path):
     check_index(index)
 
 
-def test_second_writer_waits_for_the_first_then_completes(tmp_path, seed_copy):
+def test_second_writer_waits_for_the_first_then_completes(tmp_path, seed_copy, monkeypatch):
     settings = Settings.from_env(index_dir=tmp_path / "index", n_threads=2)
     ingest([seed_copy], settings)
-    holder = spawn(HOLD_LOCK_CHILD, str(settings.index_dir), "4")
+    new = seed_copy / "new.txt"
+    new.write_text("A new report about the harbour arrived today.")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_CHILD, str(settings.index_dir),
+                               "stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     wait_for(holder, "locked")
-    (seed_copy / "new.txt").write_text("A new report about the harbour arrived today.")
-    t0 = time.monotonic()
-    report = ingest([seed_copy], settings)  # waits for the lock, then writes
-    waited = time.monotonic() - t0
+    found_locked = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fh, operation):
+        try:
+            return real_flock(fh, operation)
+        except BlockingIOError:
+            found_locked.set()
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    reports = []
+    second = threading.Thread(target=lambda: reports.append(ingest([seed_copy], settings)))
+    second.start()
+    try:
+        while second.is_alive() and not found_locked.wait(timeout=0.1):
+            pass
+        assert found_locked.is_set(), "the second writer did not wait for the held lock"
+        store, _ = open_store(settings)
+        written = {source for source, _ in store.documents()}
+        store.close()
+        assert str(new) not in written  # nothing written while the first writer holds the lock
+        assert second.is_alive()
+    finally:
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        second.join(timeout=300)
     assert holder.wait() == 0
-    assert report.added == [str(seed_copy / "new.txt")]
-    assert waited > 1.0
+    assert [r.added for r in reports] == [[str(new)]]
     check_index(settings.index_dir)
 
 

@@ -62,3 +62,11 @@ def test_unknown_name_and_non_gguf_file(tmp_path):
 def test_embedding_model_resolves_to_the_packaged_folder():
     spec = resolve_embedding("all-minilm-l6-v2", Settings())
     assert (spec.path / "model.safetensors").exists()
+
+
+def test_a_models_folder_without_a_registry_uses_the_shipped_one(tmp_path):
+    src = resolve_llm("smollm2", Settings()).path
+    (tmp_path / "my-model.gguf").symlink_to(src)
+    settings = Settings(models_dir=tmp_path)
+    assert {"smollm2", "my-model"} <= {s.name for s in list_models(settings)}
+    assert resolve_llm(None, settings).name == "smollm2"
