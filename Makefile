@@ -62,6 +62,7 @@ train: setup
 bench-natural: setup
 	bash bench/natural/fetch_docs.sh
 	$(BIN)/python bench/natural.py --save
+	RAG_READER=1 $(BIN)/python bench/natural.py --save
 
 lint: setup
 	$(BIN)/python -m ruff check rag tests bench

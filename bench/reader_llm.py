@@ -30,7 +30,7 @@ def main() -> None:
 
     from bench.squad import WORK as SQUAD_WORK
     from bench.train_reader import RESULTS, _cpu, _load_results, squad
-    from rag.answer import _sentence_around
+    from rag.reading import _sentence_around
     from rag.evaluate import token_f1
     from rag.ingest import open_store
     from rag.llm import get_llm

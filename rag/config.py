@@ -95,6 +95,9 @@ class Settings:
     # RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes (or fills in) the token
     # codes it reads.
     late_interaction: bool = False
+    # The learned reader answers (rag.reading) in place of the evidence rules: RAG_READER=1.
+    # Off by default: docs/answering.md has the numbers that keep it off.
+    reader: bool = False
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -110,6 +113,8 @@ class Settings:
             values["answer_style"] = env["RAG_ANSWER_STYLE"]
         if env.get("RAG_LATE_INTERACTION"):
             values["late_interaction"] = env["RAG_LATE_INTERACTION"] not in ("0", "false", "no")
+        if env.get("RAG_READER"):
+            values["reader"] = env["RAG_READER"] not in ("0", "false", "no")
         if env.get("RAG_THREADS"):
             values["n_threads"] = int(env["RAG_THREADS"])
         values.update({k: v for k, v in overrides.items() if v is not None})

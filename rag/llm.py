@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,21 +21,6 @@ from rag import prompts
 from rag.config import Settings, cache_dir, cpu_flags
 from rag.errors import ModelNotFound, PromptError
 from rag.registry import ModelSpec
-
-# A short answer: at most 16 words on one line, no brackets (a model's own [n] markers) and no
-# stray commas but those of a figure ("15,000").
-SHORT_ANSWER_GRAMMAR = r"""
-root ::= word (" " word){0,15}
-word ::= [^ \t\n\r\[\],] [^ \t\n\r\[\],]{0,23} ("," [0-9] [0-9] [0-9])* ","?
-"""
-_WORD_RUN = re.compile(r"[$£€]?\w(?:[\w'’\-.,%/:]*\w)?%?")
-
-
-def word_ends(text: str) -> list[int]:
-    """Where each word of `text` ends: the places a continuation scored by
-    LLM.score_continuations may stop."""
-    return [m.end() for m in _WORD_RUN.finditer(text)]
-
 
 # How a prompt is cut into batches (see LLM._prime); part of every cached response's key, as
 # the cut can change what a greedy model says.

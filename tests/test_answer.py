@@ -23,85 +23,143 @@ def test_answers_are_right_and_cited_verbatim(answerer, question, expected):
     assert not a.abstained
     assert expected in a.answer
     assert markers(a.answer) == [1]
-    assert expected in a.citations[0].text
+    assert any(expected in c.text for c in a.citations)
     _check_citations(a)
 
 
-def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(answerer):
-    a = answerer.ask("How many North Korean soldiers have been killed in combat?")
-    assert a.method == "reader"
-    body = a.answer.rsplit(" [", 1)[0]
-    assert body == a.verification["span"]
-    assert body in a.citations[0].text and len(body.split()) <= 6
-    assert a.verification["reader_margin"] >= a.verification["answer_margin"]
-    assert a.verification["sentence_margin"] >= a.verification["support_margin"]
-    assert a.verification["checks"] == {"supported_by_sentence": True}
-
-
-def test_unrelated_question_abstains_and_says_why(answerer):
+def test_unrelated_question_abstains(answerer):
     a = answerer.ask("What is the boiling point of liquid nitrogen in Kelvin?")
-    assert a.abstained and a.method == "abstained"
+    assert a.abstained
     assert a.citations == ()
-    assert a.answer.startswith("The indexed documents do not answer this question")
-    assert a.verification["reason"] in a.answer
-    assert a.verification["reader_margin"] < a.verification["answer_margin"]
+    assert "do not answer" in a.answer
 
 
-def test_timings_add_up(answerer):
+def test_answer_records_timings_and_checks(answerer):
     a = answerer.ask("How many portraits of soldiers killed in battle were displayed?")
-    t = a.timings
-    assert set(t) == {"retrieve_s", "generate_s", "total_s"}
-    assert 0 < t["retrieve_s"] and 0 < t["generate_s"]
-    assert abs(t["retrieve_s"] + t["generate_s"] - t["total_s"]) < 2e-4
+    assert set(a.timings) == {"retrieve_s", "generate_s", "total_s"}
+    assert a.timings["total_s"] >= a.timings["retrieve_s"]
+    if not a.abstained:
+        assert a.method in ("generated", "extractive")
+        assert "checks" in a.verification
+        _check_citations(a)
 
 
-def test_the_reader_loads_once_per_process(answerer):
+def test_models_load_once_per_process(answerer):
     answerer.ask("How many North Korean personnel have been deployed to Russia?")
-    reader = answerer.reader
+    llm = answerer.llm
     answerer.ask("Who did Lee Jae Myung meet in Tokyo?")
-    assert answerer.reader is reader
+    assert answerer.llm is llm
 
 
-def test_yes_no_questions_quote_the_sentence(answerer):
+def test_a_question_about_what_no_document_mentions_abstains_and_says_why(answerer):
+    a = answerer.ask("How many North Korean soldiers have been wounded in the war in Ukraine?")
+    assert a.abstained and a.citations == ()
+    assert a.verification["unseen_words"] == ["wounded"]
+    assert "“wounded”" in a.answer
+
+
+def test_a_word_close_to_what_the_documents_say_does_not_abstain(answerer):
+    # no passage says "dead", but they speak of soldiers who died
+    a = answerer.ask("How many portraits of the dead soldiers were displayed at the ceremony?")
+    assert not a.abstained
+    assert "101" in a.answer
+
+
+def test_yes_no_questions_quote_the_passage(answerer):
     a = answerer.ask("Was a peace treaty ever signed to end the Korean War?")
     assert not a.abstained and a.method == "extractive"
-    assert a.answer == f"{a.citations[0].text} [1]"
-    assert "yes/no" in a.verification["why_quoted"]
+    assert "peace treaty" in a.answer
     _check_citations(a)
 
 
-def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
+def test_store_mentions_reads_words_as_the_index_does(seed_settings):
+    from rag.ingest import open_store
+
+    store, _ = open_store(seed_settings)
+    assert store.mentions("Pyongyang") and store.mentions("missile")  # stemmed: "missiles"
+    assert not store.mentions("wounded")
+    assert not store.mentions('"') and not store.mentions("")
+    store.close()
+
+
+@pytest.mark.parametrize("question,needle", [
+    # "Beijing" and "relations" are rare among the candidates; "North Korea" is everywhere
+    ("How are North Korea's relations with Beijing described?", "strained"),
+    ("Which country did South Korea and Japan pledge to strengthen their trilateral "
+     "partnership with?", "United States"),
+])
+def test_rare_question_words_decide_the_evidence_sentence(answerer, question, needle):
+    from rag import evidence as ev
+
+    sentences = ev.rank_sentences(question, answerer.retrieve(question), answerer.embedder)
+    assert needle in sentences[0].text
+
+
+def test_irregular_verb_forms_count_as_mentioned(answerer):
+    # the documents say "held talks", never "hold"
+    a = answerer.ask("In which city did Lee Jae Myung hold talks with the Japanese prime "
+                     "minister?")
+    assert not a.abstained and "Tokyo" in a.answer
+
+
+def test_a_question_about_what_the_documents_say_was_not_disclosed_abstains_citing_it(
+        answerer):
+    a = answerer.ask("From which location were the new anti-air missiles launched?")
+    assert a.abstained
+    assert "not made known" in a.answer and markers(a.answer) == [1]
+    assert len(a.citations) == 1
+    assert "undisclosed location" in a.citations[0].text or \
+        "did not disclose" in a.citations[0].text
+    _check_citations(a)
+
+
+def test_a_distance_question_needs_a_passage_giving_a_distance(answerer):
+    # the documents speak of "intermediate-range" missiles, never of how far any flies
+    a = answerer.ask("What is the range of the new anti-air missiles?")
+    assert a.abstained and a.citations == ()
+    assert "distance" in a.answer
+
+
+def test_a_word_that_only_qualifies_a_mentioned_one_does_not_abstain(answerer):
+    a = answerer.ask("Which family dynasty has ruled North Korea for decades?")
+    assert not a.abstained
+    assert "Kim" in a.answer
+
+
+def test_a_long_evidence_sentence_is_quoted_by_its_answering_clauses(answerer):
+    # the evidence sentence runs 45 words; the quoted part is the clause naming who oversaw
+    a = answerer.ask("Who oversaw the test of the new anti-air missiles?")
+    assert not a.abstained
+    assert "Kim Jong Un" in a.answer
+    body = a.answer.rsplit(" [", 1)[0]
+    assert len(body.split()) <= 25
+    assert body in a.citations[0].text  # quoted exactly, a part of the cited sentence
+    _check_citations(a)
+
+
+def test_when_questions_need_a_time_not_a_bare_figure(answerer):
+    # "Kim recently held a ceremony ... the 101 soldiers" ranks first but names no time
+    a = answerer.ask("When did Kim preside over the ceremony honoring the returning troops?")
+    assert not a.abstained
+    assert "last week" in a.answer.lower()
+
+
+def test_short_style_answers_with_a_run_of_the_evidence(seed_settings):
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(answer_style="quote"))
+    a = Answerer(seed_settings.with_(answer_style="short"))
     try:
-        ans = a.ask("Who did Lee Jae Myung meet in Tokyo?")
-        assert ans.method == "reader"
-        assert ans.answer == f"{ans.citations[0].text} [1]"
-        assert ans.verification["span"] in ans.citations[0].text
+        for question, expected in [
+                ("How many North Korean soldiers have been killed in combat?", "600"),
+                ("Who did Lee Jae Myung meet in Tokyo?", "Ishiba")]:
+            ans = a.ask(question)
+            assert not ans.abstained and ans.method in ("generated", "chosen")
+            body = ans.answer.rsplit(" [", 1)[0]
+            assert expected in body and len(body.split()) <= 6
+            assert body in ans.citations[0].text
+            _check_citations(ans)
     finally:
         a.close()
-
-
-def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
-    from rag.answer import Answerer, Calibration
-
-    question = "Who did Lee Jae Myung meet in Tokyo?"
-    base = Calibration.load()
-    strict_support = Answerer(seed_settings,
-                              calibration=Calibration(base.answer_margin, 1e9))
-    strict_answer = Answerer(seed_settings, calibration=Calibration(1e9, base.support_margin))
-    try:
-        quoted = strict_support.ask(question)
-        assert quoted.method == "extractive" and not quoted.abstained
-        assert quoted.answer == f"{quoted.citations[0].text} [1]"
-        assert quoted.verification["checks"] == {"supported_by_sentence": False}
-        assert "does not support" in quoted.verification["why_quoted"]
-        refused = strict_answer.ask(question)
-        assert refused.abstained and refused.citations == ()
-    finally:
-        strict_support.close()
-        strict_answer.close()
 
 
 def test_an_unknown_answer_style_is_refused(seed_settings):
@@ -112,57 +170,77 @@ def test_an_unknown_answer_style_is_refused(seed_settings):
         Answerer(seed_settings.with_(answer_style="long"))
 
 
-@pytest.mark.parametrize("question,topic,conflicts_first", [
-    ("Summarize the relationship between North Korea and Russia.",
-     "the relationship between North Korea and Russia", False),
-    ("summarise it for me", "it", False),
-    ("Tell me about the missile test", "the missile test", False),
-    ("Give me an overview of the deployment", "the deployment", False),
-    ("What do the sources disagree on?", None, True),
-    ("Where do the articles differ about casualties?", "casualties", True),
-    ("please summarize the documents", None, False),
-    ("Summarize the agreement between Russia and North Korea",
-     "the agreement between Russia and North Korea", False),
-    ("Do the two accounts differ on the number of troops?", "the number of troops", True),
-    ("What do the reports disagree on about the casualties?", "the casualties", True),
+@pytest.mark.parametrize("question, expected", [
+    # the model says "hero"; the sentence praised them as "great patriots"
+    ("What were the soldiers praised as at the ceremony?", "great patriots"),
+    # the best-scoring sentence names Kim but has nothing where "ties with" points
+    ("Which country has Kim Jong Un cultivated closer military ties with?", "Russia"),
 ])
-def test_instructions_are_recognised_with_their_topic(question, topic, conflicts_first):
-    from rag.answer import instruction
-
-    got = instruction(question)
-    assert got is not None
-    assert got.topic == topic
-    assert got.conflicts_first == conflicts_first
-
-
-@pytest.mark.parametrize("question", [
-    "What did Russia give North Korea?",
-    "Who summarized the report?",
-    "Why did Kim Jong Un tell the troops to return?",
-    "who is the south korean president",
-    "Do you agree with the decision?",
-    "Does the article say when the test took place?",
-])
-def test_questions_are_not_instructions(question):
-    from rag.answer import instruction
-
-    assert instruction(question) is None
-
-
-def test_an_instruction_is_answered_by_a_cited_briefing(answerer):
-    a = answerer.ask("Summarize the relationship between North Korea and Russia.")
-    assert not a.abstained and a.method == "briefing"
-    assert a.verification["topic"] == "the relationship between North Korea and Russia"
-    lines = a.answer.splitlines()
-    assert 1 <= len(lines) <= 5 + 2
-    assert all(line.startswith("- ") for line in lines)
-    assert sorted(markers(a.answer)) == [c.n for c in a.citations]
+def test_a_hanging_preposition_points_at_the_answer(answerer, question, expected):
+    a = answerer.ask(question)
+    assert not a.abstained
+    assert a.verification["answer_slot"] == expected
+    assert expected in a.answer and expected in a.citations[0].text
     _check_citations(a)
 
 
-def test_asked_where_the_sources_disagree_the_conflicts_come_first(answerer):
-    a = answerer.ask("What do the sources disagree on?")
-    assert a.method == "briefing" and a.verification["conflicts"] >= 1
-    first = a.answer.splitlines()[0]
-    assert len(markers(first)) >= 2  # a conflict cites both sides
-    _check_citations(a)
+def test_short_style_fills_the_gap_the_question_closes(seed_settings):
+    from rag.answer import Answerer
+
+    # seeds q38: the model's likeliest run was "perceived threats"; the sentence says "grow
+    # its nuclear weapons stockpile as a deterrent"
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask("What has Kim said North Korea will accelerate efforts to grow as a "
+                    "deterrent?")
+        assert not ans.abstained
+        assert ans.verification["answer_gap"] == "nuclear weapons stockpile"
+        assert ans.answer == "nuclear weapons stockpile [1]"
+        _check_citations(ans)
+    finally:
+        a.close()
+
+
+def test_a_name_no_sentence_gives_is_not_answered(answerer):
+    # the seed articles call them "new anti-air missiles" and never name them
+    a = answerer.ask("What is the name or designation of the new anti-air missiles North Korea "
+                     "tested?")
+    assert a.abstained
+    assert "gives the missiles’ name" in a.answer
+
+
+def test_short_style_picks_the_qualifier_of_what_a_kind_question_asks_about(seed_settings):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask("What kind of missiles did North Korea test?")
+        assert "anti-air" in ans.answer
+        _check_citations(ans)
+    finally:
+        a.close()
+
+
+@pytest.mark.parametrize("question, expected", [
+    # the likeliest run is "United States", far from "President" in the sentence
+    ("Who is the president of South Korea?", "myung"),
+    # "Seoul" is likelier; "besides" asks for the other item of the workers' list
+    ("Besides construction workers, who else has Kim agreed to send to Russia's Kursk region?",
+     "deminers"),
+    # "confrontational" alone is likelier; the source quotes the whole term
+    ("How does Pyongyang describe the actions of Washington and Seoul?",
+     "hostile and confrontational"),
+])
+def test_short_style_answers_beside_what_is_asked(seed_settings, question, expected):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="short"))
+    try:
+        ans = a.ask(question)
+        assert not ans.abstained and ans.method in ("generated", "chosen")
+        body = ans.answer.rsplit(" [", 1)[0]
+        assert expected in body.lower() and len(body.split()) <= 6
+        assert body in ans.citations[0].text
+        _check_citations(ans)
+    finally:
+        a.close()

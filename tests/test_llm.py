@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from rag import llm as ev
+from rag import evidence as ev
 from rag.config import Settings
 from rag.errors import ModelNotFound
 from rag.llm import get_llm

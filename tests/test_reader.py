@@ -38,7 +38,6 @@ def test_the_span_answers_and_lies_in_the_passage(reader):
     spans = reader.read("How long will the repairs take?", [passage])[0]
     best = spans[0]
     assert passage[best.start:best.end] == "six weeks"
-    assert best.margin > 0
     who = reader.read("Who is the city engineer?", [passage])[0][0]
     assert passage[who.start:who.end] == "Maria Lopez"
     # best first, and none overlapping a better one

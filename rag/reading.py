@@ -1,0 +1,221 @@
+"""The learned reader's answer path (RAG_READER=1) and the requests that are not questions.
+
+With the reader on, rag.answer.Answerer hands each question here: the learned reader
+(rag.reader) scores every span of every retrieved passage against the passage's "no answer
+here" score; rag answers only when some span beats it by the margin calibrated on SQuAD even
+questions paired with passages that do not hold their answer (rag/weights/reader.json, written
+by `make train`), and otherwise abstains and says so. The support check reads the question
+against the cited sentence alone: the span is printed only when, there too, it beats "no
+answer" by the calibrated support margin; otherwise the sentence is quoted, and the JSON says
+so and why. It is off by default: measured in docs/answering.md, it does not yet answer as many
+questions right as the default path.
+
+Instructions ("Summarize ...", "Tell me about ...", "What do the sources disagree on?") are not
+questions: whichever path answers, they are answered by the briefing machinery (rag.brief) on
+their topic (`instruction`, `briefing`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from rag.chunking import split_sentences
+from rag.config import Settings
+from rag.embedder import Embedder
+from rag.errors import RagError
+from rag.reader import READER_BASE, WEIGHTS, Reader, Span, load_base
+from rag.registry import resolve_embedding
+from rag.types import Answer, Citation, Hit
+
+ABSTAIN_TEXT = "The indexed documents do not answer this question."
+CALIBRATION = WEIGHTS.with_name("reader.json")
+# A briefing given for an instruction: at most this many points, and of the conflicts found
+# the first few (all of them when asked where the sources disagree, with fewer points)
+BRIEF_POINTS = 5
+BRIEF_CONFLICTS = 2
+BRIEF_CONTEXT = 2
+
+# Auxiliary verbs that open a yes/no question ("Did Debian ...", "Is it ...").
+_YESNO = re.compile(r"^(?:is|are|was|were|do|does|did|has|have|had|can|could|will|would|"
+                    r"should|shall|may|might|must)\b", re.I)
+# "the sources", "the two accounts": what a question about agreement asks about
+_SOURCES = (r"(?:the\s+)?(?:\w+\s+){0,2}(?:sources|documents|articles|reports|accounts|texts|"
+            r"chronologies|outlets)")
+_ABOUT = r"(?:\s+(?:on|about|over|regarding|as to|in))*\s*"
+# Requests for a briefing rather than a fact. Each pattern's "topic" group is what it is about.
+_INSTRUCTION = re.compile(
+    r"^(?:please\s+|can you\s+|could you\s+)?(?:"
+    r"(?:summari[sz]e|sum up|recap|outline|overview)(?:\s+(?:for me|briefly))?\s*:?\s*"
+    r"(?P<topic1>.*)"
+    r"|(?:give|write|make)\s+(?:me\s+)?(?:a|an)\s+(?:short\s+|brief\s+|quick\s+)?"
+    r"(?:summary|overview|briefing|recap|rundown)(?:\s+(?:of|on|about))?\s*(?P<topic2>.*)"
+    r"|tell\s+me\s+(?:more\s+|everything\s+|all\s+)?(?:about|of)\s+(?P<topic3>.*)"
+    r"|brief\s+me(?:\s+(?:on|about))?\s*(?P<topic4>.*)"
+    r"|(?:what|where)\s+(?:do|does)\s+" + _SOURCES + r"\s+(?:disagree|differ|conflict)"
+    + _ABOUT + r"(?P<topic5>.*)"
+    r"|(?:do|does|did)\s+" + _SOURCES + r"\s+(?:agree|disagree|differ|conflict)"
+    + _ABOUT + r"(?P<topic6>.*)"
+    r")$", re.I | re.S)
+_MARKER = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    topic: str | None  # None: the whole index
+    conflicts_first: bool  # asked where the sources disagree
+
+
+def instruction(question: str) -> Instruction | None:
+    """The briefing a request asks for, or None when it is a question."""
+    m = _INSTRUCTION.match(question.strip())
+    if m is None:
+        return None
+    topic = next((g for g in m.groups() if g), "") or ""
+    topic = re.sub(r"^(?:the\s+)?(?:documents?|sources|articles|index)\b", "", topic.strip(),
+                   flags=re.I)
+    topic = re.sub(r"\s*(?:for me|please)?\s*[?.!]*$", "", topic.strip(), flags=re.I).strip()
+    return Instruction(topic or None, m.lastgroup in ("topic5", "topic6"))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The reader's margins (span score less no-answer score), set by `make train`."""
+    answer_margin: float  # some retrieved span must beat "no answer" by this to answer
+    support_margin: float  # the span, read in its sentence alone, to be printed as the answer
+
+    @classmethod
+    def load(cls) -> Calibration:
+        try:
+            data = json.loads(CALIBRATION.read_text(encoding="utf-8"))
+            return cls(float(data["answer_margin"]), float(data["support_margin"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RagError(f"{CALIBRATION}: the reader's calibration is unreadable ({e}); "
+                           "`make train` writes it") from e
+
+
+class ReaderPath:
+    """The reader's answer for an Answerer's question: loaded once, on first use."""
+
+    def __init__(self, settings: Settings, embedder: Embedder,
+                 calibration: Calibration | None = None):
+        self.settings = settings
+        self.embedder = embedder
+        self.calibration = calibration or Calibration.load()
+        self._reader: Reader | None = None
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            spec = resolve_embedding(READER_BASE, self.settings)
+            same = spec.path == self.embedder.path and self.embedder.own_forward
+            self._reader = Reader(self.embedder.minilm() if same else load_base(spec.path))
+        return self._reader
+
+    def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
+        verification: dict = {"answer_margin": self.calibration.answer_margin,
+                              "answerer": "reader"}
+        spans = [s for per in self.reader.read(question, [h.chunk.text for h in hits])
+                 for s in per]
+        best = max(spans, key=lambda s: s.margin, default=None)
+        if best is not None:
+            verification["reader_margin"] = round(best.margin, 3)
+            verification["best_span"] = hits[best.passage].chunk.text[best.start:best.end]
+        if best is None or best.margin < self.calibration.answer_margin:
+            verification["reason"] = "no retrieved passage answers it"
+            return abstention(question, hits, verification, t0, t1)
+        hit = hits[best.passage]
+        a, b = _sentence_around(hit.chunk.text, best.start, best.end)
+        citation = Citation(n=1, source=hit.chunk.source, chunk_id=hit.chunk.chunk_id,
+                            text=hit.chunk.text[a:b], start=hit.chunk.start + a,
+                            end=hit.chunk.start + b)
+        span_text = hit.chunk.text[best.start:best.end]
+        verification.update(span=span_text, support_margin=self.calibration.support_margin)
+        support = self._support(question, citation.text, best.start - a, best.end - a)
+        verification["sentence_margin"] = None if support is None else round(support, 3)
+        supported = support is not None and support >= self.calibration.support_margin
+        verification["checks"] = {"supported_by_sentence": supported}
+        if _YESNO.match(question):
+            verification["why_quoted"] = "a yes/no question is answered by quoting the sentence"
+            text, method = citation.text, "extractive"
+        elif not supported:
+            verification["why_quoted"] = ("the cited sentence alone does not support the span "
+                                          "as the answer: the sentence is quoted instead")
+            text, method = citation.text, "extractive"
+        elif self.settings.answer_style == "quote":
+            text, method = citation.text, "reader"
+        else:
+            text, method = span_text, "reader"
+        verification["sources_agreeing"] = 1 + len(hit.also_in)
+        if hit.also_in:
+            verification["also_in"] = list(hit.also_in)
+        return Answer(question=question, answer=f"{text} [1]", abstained=False,
+                      citations=(citation,), hits=tuple(hits),
+                      timings=_timings(t0, t1, time.perf_counter()), method=method,
+                      verification=verification)
+
+    def _support(self, question: str, sentence: str, start: int, end: int) -> float | None:
+        """The reader's margin for the span [start, end) read in `sentence` alone: the best
+        margin of a span it finds there that overlaps this one (None: none does)."""
+        spans: list[Span] = self.reader.read(question, [sentence], top=5)[0]
+        overlapping = [s.margin for s in spans if s.start < end and start < s.end]
+        return max(overlapping, default=None)
+
+
+def briefing(settings: Settings, question: str, wanted: Instruction) -> Answer:
+    """An instruction answered by a briefing on its topic: its points and conflicts as lines,
+    each citing its sentences."""
+    from rag import brief
+
+    t0 = time.perf_counter()
+    b = brief.build(settings, wanted.topic, max_points=BRIEF_POINTS)
+    t1 = time.perf_counter()
+    lines, citations = [], []
+    # asked where the sources disagree: every conflict, then a few points for context;
+    # asked for a summary: the points, then the conflicts that matter most
+    groups = [*b.conflicts, *b.points[:BRIEF_CONTEXT]] if wanted.conflicts_first else \
+        [*b.points, *b.conflicts[:BRIEF_CONFLICTS]]
+    for point in groups:
+        # each point numbers its citations from 1: renumbered to follow the points before
+        offset = len(citations)
+        citations += [Citation(n=offset + c.n, source=c.source, chunk_id=c.chunk_id,
+                               text=c.text, start=c.start, end=c.end, page=c.page)
+                      for c in point.citations]
+        lines.append("- " + _MARKER.sub(lambda m, o=offset: f"[{int(m.group(1)) + o}]",
+                                        point.text))
+    verification = {"instruction": True, "topic": wanted.topic,
+                    "points": len(b.points), "conflicts": len(b.conflicts)}
+    if not lines:
+        verification["reason"] = "no document speaks of " + (wanted.topic or "anything")
+        return abstention(question, [], verification, t0, t1)
+    if wanted.conflicts_first and not b.conflicts:
+        lines.insert(0, "The sources do not disagree on this; what they say:")
+    return Answer(question=question, answer="\n".join(lines), abstained=False,
+                  citations=tuple(citations), hits=(),
+                  timings=_timings(t0, t1, time.perf_counter()), method="briefing",
+                  verification=verification)
+
+
+def abstention(question: str, hits: list[Hit], verification: dict, t0: float,
+               t1: float) -> Answer:
+    text = ABSTAIN_TEXT
+    if verification.get("reason"):
+        text = f"{ABSTAIN_TEXT[:-1]}: {verification['reason']}."
+    return Answer(question=question, answer=text, abstained=True, citations=(),
+                  hits=tuple(hits), timings=_timings(t0, t1, time.perf_counter()),
+                  method="abstained", verification=verification)
+
+
+def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
+    """The sentence(s) of `text` that hold [start, end)."""
+    spans = split_sentences(text) or [(0, len(text))]
+    a = next((s for s, e in spans if s <= start < e), spans[0][0])
+    b = next((e for s, e in spans if s < end <= e), spans[-1][1])
+    return min(a, start), max(b, end)
+
+
+def _timings(t0: float, t1: float, t2: float) -> dict[str, float]:
+    return {"retrieve_s": round(t1 - t0, 4), "generate_s": round(t2 - t1, 4),
+            "total_s": round(t2 - t0, 4)}

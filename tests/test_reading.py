@@ -1,0 +1,164 @@
+from pathlib import Path
+
+import pytest
+
+from rag.citations import markers, unresolved
+
+
+@pytest.fixture(scope="module")
+def reading(seed_settings):
+    """An Answerer with the learned reader on (RAG_READER=1)."""
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(reader=True))
+    yield a
+    a.close()
+
+
+def _check_citations(answer):
+    assert not unresolved(answer.answer, answer.citations)
+    for c in answer.citations:
+        text = Path(c.source).read_text(encoding="utf-8")
+        assert text[c.start:c.end] == c.text
+
+
+@pytest.mark.parametrize("question,expected", [
+    ("How many North Korean personnel have been deployed to Russia?", "15,000"),
+    ("In what year did the armistice end active fighting in the Korean War?", "1953"),
+])
+def test_reader_answers_are_cited_verbatim(reading, question, expected):
+    a = reading.ask(question)
+    assert not a.abstained
+    assert expected in a.answer
+    assert markers(a.answer) == [1]
+    assert expected in a.citations[0].text
+    _check_citations(a)
+
+
+def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(reading):
+    a = reading.ask("How many North Korean personnel have been deployed to Russia?")
+    assert a.method == "reader"
+    body = a.answer.rsplit(" [", 1)[0]
+    assert body == a.verification["span"]
+    assert body in a.citations[0].text and len(body.split()) <= 6
+    assert a.verification["reader_margin"] >= a.verification["answer_margin"]
+    assert a.verification["sentence_margin"] >= a.verification["support_margin"]
+    assert a.verification["checks"] == {"supported_by_sentence": True}
+
+
+def test_reader_abstains_on_an_unrelated_question_and_says_why(reading):
+    a = reading.ask("What is the boiling point of liquid nitrogen in Kelvin?")
+    assert a.abstained and a.method == "abstained"
+    assert a.citations == ()
+    assert a.answer.startswith("The indexed documents do not answer this question")
+    assert a.verification["reason"] in a.answer
+    assert a.verification["reader_margin"] < a.verification["answer_margin"]
+
+
+def test_reader_timings_add_up(reading):
+    a = reading.ask("How many portraits of soldiers killed in battle were displayed?")
+    t = a.timings
+    assert set(t) == {"retrieve_s", "generate_s", "total_s"}
+    assert 0 < t["retrieve_s"] and 0 < t["generate_s"]
+    assert abs(t["retrieve_s"] + t["generate_s"] - t["total_s"]) < 2e-4
+
+
+def test_the_reader_loads_once_per_process(reading):
+    reading.ask("How many North Korean personnel have been deployed to Russia?")
+    reader = reading.reading.reader
+    reading.ask("Who did Lee Jae Myung meet in Tokyo?")
+    assert reading.reading.reader is reader
+
+
+def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
+    from rag.answer import Answerer
+
+    a = Answerer(seed_settings.with_(answer_style="quote", reader=True))
+    try:
+        ans = a.ask("How many North Korean personnel have been deployed to Russia?")
+        assert ans.method == "reader"
+        assert ans.answer == f"{ans.citations[0].text} [1]"
+        assert ans.verification["span"] in ans.citations[0].text
+    finally:
+        a.close()
+
+
+def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
+    from rag.answer import Answerer
+    from rag.reading import Calibration, ReaderPath
+
+    question = "How many North Korean personnel have been deployed to Russia?"
+    base = Calibration.load()
+    strict_support = Answerer(seed_settings.with_(reader=True))
+    strict_answer = Answerer(seed_settings.with_(reader=True))
+    strict_support._reading = ReaderPath(strict_support.settings, strict_support.embedder,
+                                         Calibration(base.answer_margin, 1e9))
+    strict_answer._reading = ReaderPath(strict_answer.settings, strict_answer.embedder,
+                                        Calibration(1e9, base.support_margin))
+    try:
+        quoted = strict_support.ask(question)
+        assert quoted.method == "extractive" and not quoted.abstained
+        assert quoted.answer == f"{quoted.citations[0].text} [1]"
+        assert quoted.verification["checks"] == {"supported_by_sentence": False}
+        assert "does not support" in quoted.verification["why_quoted"]
+        refused = strict_answer.ask(question)
+        assert refused.abstained and refused.citations == ()
+    finally:
+        strict_support.close()
+        strict_answer.close()
+
+
+@pytest.mark.parametrize("question,topic,conflicts_first", [
+    ("Summarize the relationship between North Korea and Russia.",
+     "the relationship between North Korea and Russia", False),
+    ("summarise it for me", "it", False),
+    ("Tell me about the missile test", "the missile test", False),
+    ("Give me an overview of the deployment", "the deployment", False),
+    ("What do the sources disagree on?", None, True),
+    ("Where do the articles differ about casualties?", "casualties", True),
+    ("please summarize the documents", None, False),
+    ("Summarize the agreement between Russia and North Korea",
+     "the agreement between Russia and North Korea", False),
+    ("Do the two accounts differ on the number of troops?", "the number of troops", True),
+    ("What do the reports disagree on about the casualties?", "the casualties", True),
+])
+def test_instructions_are_recognised_with_their_topic(question, topic, conflicts_first):
+    from rag.reading import instruction
+
+    got = instruction(question)
+    assert got is not None
+    assert got.topic == topic
+    assert got.conflicts_first == conflicts_first
+
+
+@pytest.mark.parametrize("question", [
+    "What did Russia give North Korea?",
+    "Who summarized the report?",
+    "Why did Kim Jong Un tell the troops to return?",
+    "who is the south korean president",
+    "Do you agree with the decision?",
+    "Does the article say when the test took place?",
+])
+def test_questions_are_not_instructions(question):
+    from rag.reading import instruction
+
+    assert instruction(question) is None
+
+
+def test_an_instruction_is_answered_by_a_cited_briefing(answerer):
+    a = answerer.ask("Summarize the relationship between North Korea and Russia.")
+    assert not a.abstained and a.method == "briefing"
+    assert a.verification["topic"] == "the relationship between North Korea and Russia"
+    lines = a.answer.splitlines()
+    assert 1 <= len(lines) <= 5 + 2
+    assert all(line.startswith("- ") for line in lines)
+    assert sorted(markers(a.answer)) == [c.n for c in a.citations]
+    _check_citations(a)
+
+
+def test_asked_where_the_sources_disagree_the_conflicts_come_first(answerer):
+    a = answerer.ask("What do the sources disagree on?")
+    assert a.method == "briefing" and a.verification["conflicts"] >= 1
+    first = a.answer.splitlines()[0]
+    assert len(markers(first)) >= 2  # a conflict cites both sides
+    _check_citations(a)
