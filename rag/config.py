@@ -60,6 +60,21 @@ def auto_threads(limit: int = 4) -> int:
     return max(1, min(limit, cores - busy))
 
 
+def _env_number(name: str, kind: type, low: float, high: float):
+    """An environment variable read as a number within [low, high], or a usage error."""
+    from rag.errors import UsageError
+
+    raw = os.environ[name].strip()
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not (low <= value <= high):  # also NaN
+        what = "a whole number" if kind is int else "a number"
+        raise UsageError(f"{name}={raw!r}: must be {what} from {low:g} to {high:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     index_dir: Path = Path(".rag")
@@ -93,6 +108,11 @@ class Settings:
     # question. RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes
     # (or fills in) the token codes it reads.
     late_interaction: bool = False
+    # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
+    # refused by name. 120 s is ~50x what a 500-page report takes here; 2048 MB of address
+    # space holds a 32 MB HTML page's tree.
+    file_seconds: float = 120.0
+    file_memory_mb: int = 2048
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -109,7 +129,11 @@ class Settings:
         if env.get("RAG_LATE_INTERACTION"):
             values["late_interaction"] = env["RAG_LATE_INTERACTION"] not in ("0", "false", "no")
         if env.get("RAG_THREADS"):
-            values["n_threads"] = int(env["RAG_THREADS"])
+            values["n_threads"] = _env_number("RAG_THREADS", int, 1, 256)
+        if env.get("RAG_FILE_SECONDS"):
+            values["file_seconds"] = _env_number("RAG_FILE_SECONDS", float, 0.1, 86400)
+        if env.get("RAG_FILE_MEMORY_MB"):
+            values["file_memory_mb"] = _env_number("RAG_FILE_MEMORY_MB", int, 256, 2**20)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -1,0 +1,289 @@
+"""Hostile input, round 2 (issue #21): no file, name or index state can sink a run, lose data
+or reach the terminal. One test (or a few) per item of the issue, each failing before it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.cli import app
+from rag.config import Settings
+from rag.ingest import ingest, open_store
+
+from .make_docs import (
+    GOOD_TEXT,
+    docx_bytes,
+    html_page,
+    inflating_docx,
+    nested_tags_html,
+    pdf_bytes,
+    shared_stream_pdf,
+)
+
+RAG = [sys.executable, "-m", "rag"]
+ENV = {"RAG_THREADS": "2"}
+
+
+def _env(**extra) -> dict[str, str]:
+    env = {**os.environ, "RAG_THREADS": "2", **extra}
+    env.pop("RAG_INDEX", None)
+    return env
+
+
+def _invoke(*args, env: dict | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env={**ENV, **(env or {})})
+
+
+def _settings(index: Path, **kw) -> Settings:
+    return Settings.from_env(index_dir=index, n_threads=2, **kw)
+
+
+def _sources(index: Path) -> set[str]:
+    store, _ = open_store(_settings(index))
+    try:
+        return {s for s, _ in store.documents()}
+    finally:
+        store.close()
+
+
+def _bad_inputs(docs: Path) -> Path:
+    """Documents with a lone surrogate, a record nested 100,000 deep, and a file name that is
+    not UTF-8, beside a good file; returns the path of the undecodable name."""
+    docs.mkdir()
+    (docs / "good.txt").write_text(GOOD_TEXT)
+    (docs / "records.jsonl").write_text(
+        '{"id": "s1", "text": "The ferry \\ud800 leaves at noon.", "title": "\\udfff"}\n'
+        '{"id": "deep", "text": "x", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+        '{"id": "\\ud83d", "text": "Tickets cost 12 euros."}\n')
+    name = os.path.join(os.fsencode(docs), b"caf\xe9 menu.txt")
+    with open(name, "wb") as f:
+        f.write(b"The cafe on the pier opens in May.")
+    return Path(os.fsdecode(name))
+
+
+def test_one_bad_file_or_name_never_sinks_the_ingest(tmp_path):
+    undecodable = _bad_inputs(tmp_path / "docs")
+    index = tmp_path / "index"
+    result = _invoke("ingest", tmp_path / "docs", "--index", index, "--json")
+    assert result.exit_code == 3, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    from rag.display import path_of, source_name
+
+    report = json.loads(result.stdout)
+    jsonl = str(tmp_path / "docs" / "records.jsonl")
+    assert [r["path"] for r in report["refused"]] == [f"{jsonl}:2"]
+    name = source_name(str(undecodable))
+    assert name.endswith("caf\\xe9 menu.txt") and path_of(name) == str(undecodable)
+    assert set(report["added"]) == {str(tmp_path / "docs" / "good.txt"), name,
+                                    f"{jsonl}#s1", f"{jsonl}#\ufffd"}
+    store, _ = open_store(_settings(index))
+    try:
+        text = store.document_text(f"{jsonl}#s1")
+        assert text == "The ferry \ufffd leaves at noon."  # same length: offsets kept
+        for _, c in store.all_chunks(f"{jsonl}#s1"):
+            assert text[c.start:c.end] == c.text
+        assert store.document_text(name) == "The cafe on the pier opens in May."
+    finally:
+        store.close()
+    again = _invoke("ingest", tmp_path / "docs", "--index", index, "--json")
+    assert json.loads(again.stdout)["removed"] == []
+    assert len(json.loads(again.stdout)["unchanged"]) == 4
+
+
+def test_a_failure_while_chunking_refuses_that_file_only(tmp_path, monkeypatch):
+    import rag.ingest
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(GOOD_TEXT)
+    (docs / "b.txt").write_text("Something the chunker chokes on.")
+    real = rag.ingest.chunk_document
+
+    def chunk(doc, *args, **kw):
+        if doc.source.endswith("b.txt"):
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+        return real(doc, *args, **kw)
+
+    monkeypatch.setattr(rag.ingest, "chunk_document", chunk)
+    report = ingest([docs], _settings(tmp_path / "index"))
+    assert report.added == [str(docs / "a.txt")]
+    assert [r.path for r in report.refused] == [str(docs / "b.txt")]
+    assert "UnicodeEncodeError" in report.refused[0].reason
+
+
+def test_a_slow_pdf_is_refused_within_its_time_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_FILE_SECONDS", "3")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "slow.pdf").write_bytes(shared_stream_pdf())
+    (docs / "good.pdf").write_bytes(pdf_bytes([GOOD_TEXT]))
+    t0 = time.monotonic()
+    report = ingest([docs], _settings(tmp_path / "index"))
+    elapsed = time.monotonic() - t0
+    assert report.added == [str(docs / "good.pdf")]
+    [refused] = report.refused
+    assert refused.path == str(docs / "slow.pdf") and "took longer than 3 s" in refused.reason
+    print(f"slow PDF refused; the whole ingest took {elapsed:.1f} s")
+
+
+def test_memory_bombs_are_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_FILE_MEMORY_MB", "400")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "nested.html").write_bytes(nested_tags_html(3 * 10**6))
+    (docs / "inflating.docx").write_bytes(inflating_docx())
+    (docs / "good.html").write_text(html_page("Harbour", [GOOD_TEXT]))
+    (docs / "good.docx").write_bytes(docx_bytes([GOOD_TEXT]))
+    report = ingest([docs], _settings(tmp_path / "index"))
+    assert sorted(report.added) == [str(docs / "good.docx"), str(docs / "good.html")]
+    reasons = {Path(r.path).name: r.reason for r in report.refused}
+    assert set(reasons) == {"nested.html", "inflating.docx"}
+    assert "memory" in reasons["nested.html"] or "crashed" in reasons["nested.html"]
+    assert "inflate" in reasons["inflating.docx"]
+
+
+def test_an_unreadable_subfolder_keeps_its_documents(tmp_path, monkeypatch):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "top.txt").write_text(GOOD_TEXT)
+    for i in range(3):
+        (docs / "sub" / f"s{i}.txt").write_text(f"Report {i}: the ferry runs {i} times a day.")
+    index = tmp_path / "index"
+    assert len(ingest([docs], _settings(index)).added) == 4
+    real_scandir = os.scandir
+    denied = str(docs / "sub")
+
+    def scandir(path="."):
+        if os.fspath(path) == denied:
+            raise PermissionError(13, "Permission denied", denied)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = ingest([docs], _settings(index))
+    assert report.removed == []
+    assert [r.path for r in report.refused] == [denied] and report.refused[0].transient
+    assert len(_sources(index)) == 4
+    monkeypatch.setattr(os, "scandir", real_scandir)
+    shutil.rmtree(docs / "sub")
+    assert len(ingest([docs], _settings(index)).removed) == 3  # truly gone: removed
+
+
+def _unprivileged() -> list[str] | None:
+    """A command prefix that runs without root's power to write anything (a user namespace
+    where we are an ordinary user owning our files), or None where there is none."""
+    prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if not shutil.which("unshare"):
+        return None
+    probe = subprocess.run([*prefix, "sh", "-c", "test ! -w /proc/1/environ"],
+                           capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+def test_a_read_only_index_is_read_and_never_called_unreadable(tmp_path, seed_copy):
+    prefix = _unprivileged() if os.geteuid() == 0 else []
+    if prefix is None:
+        pytest.skip("no way to run without root's power to write here")
+    index = tmp_path / "index"
+    ingest([seed_copy], _settings(index))
+    (seed_copy / "new.txt").write_text(GOOD_TEXT)
+    for f in index.iterdir():
+        f.chmod(0o444)
+    index.chmod(0o555)
+    try:
+        search = subprocess.run([*prefix, *RAG, "search", "North Korean personnel deployed",
+                                 "--index", str(index), "--json"],
+                                capture_output=True, text=True, env=_env(), timeout=300)
+        assert search.returncode == 0, search.stderr
+        assert "15,000" in search.stdout
+        write = subprocess.run([*prefix, *RAG, "ingest", str(seed_copy), "--index", str(index)],
+                               capture_output=True, text=True, env=_env(), timeout=300)
+        assert write.returncode == 1, write.stderr
+        assert "cannot be written" in write.stderr and "Traceback" not in write.stderr
+        for said in (search.stderr, write.stderr):
+            assert "move it away" not in said and "not a readable index" not in said
+    finally:
+        index.chmod(0o755)
+        for f in index.iterdir():
+            f.chmod(0o644)
+
+
+def test_index_pointing_at_a_file_is_a_one_line_reason(tmp_path, seed_copy):
+    target = tmp_path / "not-a-folder"
+    target.write_text("x")
+    result = _invoke("ingest", seed_copy, "--index", target)
+    assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_a_record_and_a_file_never_share_a_name(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.jsonl").write_text(json.dumps({"id": "x.txt", "text": "The record's text."})
+                                  + "\n")
+    (docs / "a.jsonl#x.txt").write_text("The file's own text, a different document.")
+    index = tmp_path / "index"
+    first = ingest([docs], _settings(index))
+    assert len(first.added) == 2 and len(set(first.added)) == 2
+    assert len(_sources(index)) == 2
+    again = ingest([docs], _settings(index))
+    assert again.added == [] and again.removed == [] and len(again.unchanged) == 2
+    from rag.display import source_name
+
+    assert source_name(str(docs / "a.jsonl#x.txt")) != f"{docs / 'a.jsonl'}#x.txt"
+
+
+def test_symlinks_into_hidden_folders_are_not_followed(tmp_path):
+    secret = tmp_path / "home" / ".secrets"
+    secret.mkdir(parents=True)
+    (secret / "keys.txt").write_text("The vault code is 1234.")
+    docs = tmp_path / "home" / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text(GOOD_TEXT)
+    (docs / "link").symlink_to(secret)
+    (docs / "keys.txt").symlink_to(secret / "keys.txt")
+    report = ingest([docs], _settings(tmp_path / "index"))
+    assert report.added == [str(docs / "good.txt")] and report.refused == []
+
+
+def test_hidden_html_is_not_indexed_and_inline_words_stay_apart(tmp_path):
+    from rag.loaders import load
+
+    page = tmp_path / "p.html"
+    page.write_text("<html><body><p>Visible <span style='display:none'>SECRET1</span>text."
+                    "</p><div hidden>SECRET2</div><p aria-hidden='true'>SECRET3</p>"
+                    "<p style='color: red; visibility: hidden'>SECRET4</p>"
+                    "<nav2><a href='/'>Home</a><a href='/n'>News</a></nav2></body></html>")
+    text = load(page).text
+    assert "SECRET" not in text and "Visible" in text
+    assert "Home News" in text
+
+
+def test_models_dir_without_a_registry_keeps_the_bundled_models(tmp_path):
+    from rag.registry import resolve_embedding
+
+    settings = Settings.from_env(models_dir=tmp_path)
+    assert resolve_embedding(settings.embedding_model, settings).installed
+
+
+def test_disk_full_while_saving_a_cache_leaves_no_temporary(tmp_path, seed_copy, monkeypatch):
+    import faiss
+
+    index = tmp_path / "index"
+    ingest([seed_copy], _settings(index))
+    (index / "vectors.faiss").unlink()
+
+    def full(*_):
+        raise RuntimeError("Error: fwrite failed: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    result = _invoke("search", "personnel", "--index", index, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["hits"]
+    assert not list(index.glob("*.tmp*"))
