@@ -3,9 +3,11 @@ or reach the terminal. One test (or a few) per item of the issue, each failing b
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +55,84 @@ def _sources(index: Path) -> set[str]:
     finally:
         store.close()
 
+
+# -- 1. terminal control characters ----------------------------------------------------------
+
+HOSTILE_TEXT = ("The harbour authority \x1b[2J\x1b]0;owned\x07approved a new pier\r in March. "
+                "Construction \x9b31mwill cost 40 million euros.\x1b[0m " + GOOD_TEXT * 6)
+
+
+def test_printable_shows_controls_as_escapes_and_keeps_text():
+    from rag.display import printable
+
+    assert printable("a\x1b[2Jb\rc\x07\x9b") == "a\\x1b[2Jb\\rc\\x07\\x9b"
+    assert printable("two\nlines\tok") == "two\nlines\tok"
+    assert printable("two\nlines", one_line=True) == "two\\nlines"
+    assert printable("caf\udce9 \ud800") == "caf\\xe9 \\ud800"
+    assert printable("Grüße, 東京 — “quoted”") == "Grüße, 東京 — “quoted”"
+
+
+@pytest.fixture(scope="module")
+def control_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controls")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "evil\x1b]0;title\x07\nname.txt").write_text(HOSTILE_TEXT)
+    (docs / "bad\nfile.pdf").write_bytes(b"%PDF-1.4 not really")
+    (docs / "records.jsonl").write_text(json.dumps({"id": "r\x1b[31m1\nx", "text": GOOD_TEXT})
+                                        + "\n")
+    index = root / "index"
+    result = _invoke("ingest", docs, "--index", index)
+    return {"docs": docs, "index": index, "ingest": result}
+
+
+def test_refusal_of_a_name_with_a_newline_is_one_line(control_index):
+    result = control_index["ingest"]
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.splitlines()
+    refused = [line for line in lines if "file.pdf" in line]
+    assert len(refused) == 1 and refused[0].startswith("rag: refused ")
+    assert "bad\\nfile.pdf" in refused[0]
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+
+
+def test_search_prints_escapes_and_json_stays_exact(control_index):
+    index = control_index["index"]
+    shown = _invoke("search", "harbour pier construction cost", "--index", index)
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\r" not in shown.stdout and "\x9b" not in shown.stdout
+    assert "\\x1b[2J" in shown.stdout and "evil\\x1b]0;title\\x07\\nname.txt" in shown.stdout
+    raw = _invoke("search", "harbour pier construction cost", "--index", index, "--json")
+    hits = json.loads(raw.stdout)["hits"]
+    texts = {h["source"]: h["text"] for h in hits}
+    source = str(control_index["docs"] / "evil\x1b]0;title\x07\nname.txt")
+    assert texts[source].startswith(HOSTILE_TEXT[:120])  # stored and given exactly
+
+
+def test_brief_and_answers_print_escapes(control_index):
+    from rag.chat import format_answer, format_passages
+    from rag.types import Answer, Chunk, Citation, Hit
+
+    brief = _invoke("brief", "--index", control_index["index"])
+    assert brief.exit_code == 0, brief.output
+    assert "\x1b" not in brief.stdout and "\x07" not in brief.stdout and "\r" not in brief.stdout
+    cite = Citation(1, "a\x1b[2J.txt", "c1", "40 million\x1b]0;x\x07 euros", 0, 10)
+    hit = Hit(1, Chunk("c1", "a\x1b[2J.txt", 0, 10, "text\x1b[2J\r", 3), 1.0)
+    answer = Answer("q", "40 million\x1b[2J [1]", False, (cite,), (hit,), {})
+    for text in (format_answer(answer), format_passages(answer)):
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+
+
+def test_models_prints_a_hostile_file_name_safely(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "evil\x1b]0;x\x07.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    result = _invoke("models", env={"RAG_MODELS_DIR": str(models)})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "evil\\x1b]0;x\\x07" in result.stdout
+
+
+# -- 2. one bad file never sinks the ingest --------------------------------------------------
 
 def _bad_inputs(docs: Path) -> Path:
     """Documents with a lone surrogate, a record nested 100,000 deep, and a file name that is
@@ -119,6 +199,8 @@ def test_a_failure_while_chunking_refuses_that_file_only(tmp_path, monkeypatch):
     assert "UnicodeEncodeError" in report.refused[0].reason
 
 
+# -- 3. a time and memory budget per file ----------------------------------------------------
+
 def test_a_slow_pdf_is_refused_within_its_time_budget(tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_FILE_SECONDS", "3")
     docs = tmp_path / "docs"
@@ -150,6 +232,23 @@ def test_memory_bombs_are_refused_by_name(tmp_path, monkeypatch):
     assert "inflate" in reasons["inflating.docx"]
 
 
+def test_a_writer_waiting_for_the_lock_says_so(tmp_path, seed_copy):
+    index = tmp_path / "index"
+    ingest([seed_copy], _settings(index))
+    (seed_copy / "more.txt").write_text(GOOD_TEXT)
+    with open(index / "write.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([*RAG, "ingest", str(seed_copy), "--index", str(index)],
+                                stderr=subprocess.PIPE, text=True, env=_env())
+        time.sleep(8)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "being written by another rag process; waiting" in err
+
+
+# -- 4. an operating-system error never removes documents ------------------------------------
+
 def test_an_unreadable_subfolder_keeps_its_documents(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
@@ -175,6 +274,8 @@ def test_an_unreadable_subfolder_keeps_its_documents(tmp_path, monkeypatch):
     shutil.rmtree(docs / "sub")
     assert len(ingest([docs], _settings(index)).removed) == 3  # truly gone: removed
 
+
+# -- 5. a read-only index ---------------------------------------------------------------------
 
 def _unprivileged() -> list[str] | None:
     """A command prefix that runs without root's power to write anything (a user namespace
@@ -215,6 +316,21 @@ def test_a_read_only_index_is_read_and_never_called_unreadable(tmp_path, seed_co
             f.chmod(0o644)
 
 
+def test_a_damaged_index_gets_one_line_not_a_traceback(tmp_path, seed_copy):
+    index = tmp_path / "index"
+    ingest([seed_copy], _settings(index))
+    db = index / "rag.sqlite"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for k in range(2 * page, len(data) - page, page):  # every page but the first
+        data[k:k + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+    result = _invoke("search", "personnel", "--index", index)
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "damaged" in result.stderr or "could not be read" in result.stderr
+
+
 def test_index_pointing_at_a_file_is_a_one_line_reason(tmp_path, seed_copy):
     target = tmp_path / "not-a-folder"
     target.write_text("x")
@@ -222,6 +338,8 @@ def test_index_pointing_at_a_file_is_a_one_line_reason(tmp_path, seed_copy):
     assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
     assert isinstance(result.exception, SystemExit)
 
+
+# -- 6. unique source identities --------------------------------------------------------------
 
 def test_a_record_and_a_file_never_share_a_name(tmp_path):
     docs = tmp_path / "docs"
@@ -238,6 +356,71 @@ def test_a_record_and_a_file_never_share_a_name(tmp_path):
     from rag.display import source_name
 
     assert source_name(str(docs / "a.jsonl#x.txt")) != f"{docs / 'a.jsonl'}#x.txt"
+
+
+
+
+# -- minor -------------------------------------------------------------------------------------
+
+def test_an_empty_question_is_a_usage_error(seed_settings):
+    for command in ("search", "ask"):
+        result = _invoke(command, "  ", "--index", seed_settings.index_dir)
+        assert result.exit_code == 2, result.output
+        assert "question is empty" in result.stderr
+
+
+def test_invalid_utf8_in_a_question_is_searched(seed_settings):
+    result = _invoke("search", "North Korean personnel \udcff deployed", "--index",
+                     seed_settings.index_dir, "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout)["query"] == "North Korean personnel \ufffd deployed"
+
+
+def test_a_long_question_is_cut_with_a_note(seed_settings):
+    question = "How many North Korean personnel have been deployed to Russia? " + \
+        "word " * 30_000
+    result = _invoke("search", question, "--index", seed_settings.index_dir, "--json")
+    assert result.exit_code == 0
+    assert "question was cut" in result.stderr
+    assert len(json.loads(result.stdout)["query"]) <= 8_000
+
+
+def test_invalid_utf8_in_an_eval_file_is_one_line(tmp_path, seed_settings):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_bytes(b'{"id": "q1", "question": "caf\xe9?", "answers": ["x"]}\n')
+    result = _invoke("eval", qa, "--index", seed_settings.index_dir, "--retrieval-only")
+    assert result.exit_code == 1 and "not UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_eval_tolerance_must_be_finite(tmp_path, seed_settings, value):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"id": "q1", "question": "How many?", "answers": ["x"]}) + "\n")
+    result = _invoke("eval", qa, "--index", seed_settings.index_dir, "--retrieval-only",
+                     "--tolerance", value)
+    assert result.exit_code == 2 and "--tolerance" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["100000", "0", "-3", "two"])
+def test_rag_threads_is_validated(value):
+    result = subprocess.run([*RAG, "search", "x", "--index", "/nonexistent"],
+                            capture_output=True, text=True, env=_env(RAG_THREADS=value))
+    assert result.returncode == 2, result.stderr
+    assert "RAG_THREADS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_brief_out_refuses_symlinks_and_missing_folders(tmp_path, seed_settings):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    link = tmp_path / "brief.md"
+    link.symlink_to(target)
+    result = _invoke("brief", "--index", seed_settings.index_dir, "--out", link)
+    assert result.exit_code == 1 and "symlink" in result.stderr
+    assert target.read_text() == "keep me"
+    missing = _invoke("brief", "--index", seed_settings.index_dir, "--out",
+                      tmp_path / "no" / "such" / "brief.md")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+    assert isinstance(missing.exception, SystemExit)
 
 
 def test_symlinks_into_hidden_folders_are_not_followed(tmp_path):
@@ -266,6 +449,20 @@ def test_hidden_html_is_not_indexed_and_inline_words_stay_apart(tmp_path):
     assert "Home News" in text
 
 
+def test_a_document_repeating_one_sentence_gives_one_point(tmp_path):
+    from rag.brief import build
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "echo.txt").write_text("The harbour pier will cost 40 million euros. " * 40)
+    (docs / "other.txt").write_text(GOOD_TEXT)
+    settings = _settings(tmp_path / "index")
+    ingest([docs], settings)
+    points = build(settings).points
+    texts = [p.citations[0].text for p in points]
+    assert len(texts) == len(set(texts)), texts
+
+
 def test_models_dir_without_a_registry_keeps_the_bundled_models(tmp_path):
     from rag.registry import resolve_embedding
 
@@ -287,3 +484,15 @@ def test_disk_full_while_saving_a_cache_leaves_no_temporary(tmp_path, seed_copy,
     result = _invoke("search", "personnel", "--index", index, "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["hits"]
     assert not list(index.glob("*.tmp*"))
+
+
+def test_disk_full_during_ingest_is_one_line(tmp_path, seed_copy, monkeypatch):
+    from rag.store import Store
+
+    def full(*_, **__):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "replace_documents", full)
+    result = _invoke("ingest", seed_copy, "--index", tmp_path / "index")
+    assert result.exit_code == 1 and "disk is full" in result.stderr
+    assert isinstance(result.exception, SystemExit)
