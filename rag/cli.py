@@ -5,6 +5,7 @@ commands that need them, so `rag --help` starts at once."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -270,7 +271,10 @@ def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
             typer.echo(conversation.welcome(session))
             session.run(conversation.terminal_reader(session.settings))
         else:
-            session.run(conversation.piped_reader(sys.stdin))
+            # a line that is not UTF-8 is read with U+FFFD, not a traceback
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
+                if hasattr(sys.stdin, "buffer") else sys.stdin
+            session.run(conversation.piped_reader(lines))
     finally:
         session.close()
 

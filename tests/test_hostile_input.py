@@ -233,18 +233,26 @@ def test_memory_bombs_are_refused_by_name(tmp_path, monkeypatch):
 
 
 def test_a_writer_waiting_for_the_lock_says_so(tmp_path, seed_copy):
+    import threading
+
     index = tmp_path / "index"
     ingest([seed_copy], _settings(index))
     (seed_copy / "more.txt").write_text(GOOD_TEXT)
+    said: list[str] = []
     with open(index / "write.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         proc = subprocess.Popen([*RAG, "ingest", str(seed_copy), "--index", str(index)],
                                 stderr=subprocess.PIPE, text=True, env=_env())
-        time.sleep(8)
+        reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 50  # the writer gives up after 60 s
+        while not any("waiting" in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.2)
         fcntl.flock(held, fcntl.LOCK_UN)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "being written by another rag process; waiting" in err
+    proc.wait(timeout=300)
+    reader.join(timeout=10)
+    assert proc.returncode == 0, "".join(said)
+    assert any("being written by another rag process; waiting" in line for line in said)
 
 
 # -- 4. an operating-system error never removes documents ------------------------------------
@@ -521,3 +529,11 @@ def test_disk_full_during_ingest_is_one_line(tmp_path, seed_copy, monkeypatch):
     result = _invoke("ingest", seed_copy, "--index", tmp_path / "index")
     assert result.exit_code == 1 and "disk is full" in result.stderr
     assert isinstance(result.exception, SystemExit)
+
+
+def test_piped_chat_reads_a_line_that_is_not_utf8(seed_settings):
+    proc = subprocess.run([*RAG, "chat", "--index", str(seed_settings.index_dir)],
+                          input=b"caf\xe9 \xff?\n", capture_output=True, env=_env(),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"Traceback" not in proc.stderr
