@@ -219,7 +219,7 @@ class Session:
         return True
 
     def _error(self, text: str) -> None:
-        self.err.write(f"rag: {printable(text)}\n")
+        self.err.write(f"rag: {printable(text, one_line=True)}\n")
         self.err.flush()
 
     def _help(self, _: str) -> None:

@@ -56,7 +56,7 @@ def _fail(err: Exception, index: Path | None = None) -> None:
 
         where = index or Path(os.environ.get("RAG_INDEX") or ".rag")
         err = RagError(describe_error(where, err))
-    typer.echo(f"rag: {printable(err)}", err=True)
+    typer.echo(f"rag: {printable(err, one_line=True)}", err=True)
     raise typer.Exit(err.exit_code)
 
 
@@ -178,7 +178,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
 
     try:
         report = run([str(p) for p in paths], _settings(index), progress=_progress_printer(),
-                     notify=lambda text: typer.echo(f"rag: {printable(text)}", err=True))
+                     notify=lambda text: typer.echo(f"rag: {printable(text, one_line=True)}",
+                                                   err=True))
     except FAILURES as e:
         _fail(e, index)
     except KeyboardInterrupt:
@@ -379,7 +380,7 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
             write_file(html, evaluate.html_report(items, report, base,
                                                   title=f"rag eval: {qa_file.name}"))
     except RagError as e:
-        typer.echo(f"rag: cannot write the report: {printable(e)}", err=True)
+        typer.echo(f"rag: cannot write the report: {printable(e, one_line=True)}", err=True)
         raise typer.Exit(1) from None
     if json_out:
         _emit_json(report)
@@ -427,5 +428,5 @@ def main() -> None:
     try:
         app()
     except RagError as e:  # raised outside a command's own handling (Settings from env)
-        typer.echo(f"rag: {printable(e)}", err=True)
+        typer.echo(f"rag: {printable(e, one_line=True)}", err=True)
         sys.exit(e.exit_code)

@@ -537,3 +537,10 @@ def test_piped_chat_reads_a_line_that_is_not_utf8(seed_settings):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert b"Traceback" not in proc.stderr
+
+
+def test_an_error_naming_a_hostile_path_is_one_line(tmp_path):
+    result = _invoke("search", "x", "--index", tmp_path / "no\nsuch\x1b[2Jindex")
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and "\x1b" not in result.stderr
+    assert "no\\nsuch\\x1b[2Jindex" in result.stderr
