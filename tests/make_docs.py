@@ -256,3 +256,32 @@ def inflating_docx(xml_bytes: int = 20 * 2**20) -> bytes:
             z.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED,
                        compresslevel=9)
     return out.getvalue()
+
+
+def surrogate_pdf_bytes(text: str = "The ferry A leaves at noon.") -> bytes:
+    """A one-page PDF whose font's ToUnicode map sends "A" to U+D800, a lone surrogate: what
+    pypdf extracts cannot be written as UTF-8."""
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /X def "
+            b"1 begincodespacerange <00> <FF> endcodespacerange 1 beginbfchar <41> <D800> "
+            b"endbfchar endcmap CMapName currentdict /CMap defineresource pop end end")
+    content = b"BT /F1 11 Tf 50 780 Td (" + text.encode("latin-1") + b") Tj ET"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+               b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream"]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for off in offsets:
+        out.write(b"%010d 00000 n \n" % off)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()

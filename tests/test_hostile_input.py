@@ -544,3 +544,20 @@ def test_an_error_naming_a_hostile_path_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and "\x1b" not in result.stderr
     assert "no\\nsuch\\x1b[2Jindex" in result.stderr
+
+
+def test_a_pdf_font_mapping_to_a_lone_surrogate_is_indexed(tmp_path):
+    from .make_docs import surrogate_pdf_bytes
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.pdf").write_bytes(surrogate_pdf_bytes())
+    (docs / "good.txt").write_text(GOOD_TEXT)
+    index = tmp_path / "index"
+    report = ingest([docs], _settings(index))
+    assert sorted(report.added) == [str(docs / "ferry.pdf"), str(docs / "good.txt")]
+    store, _ = open_store(_settings(index))
+    try:
+        assert store.document_text(str(docs / "ferry.pdf")) == "The ferry \ufffd leaves at noon."
+    finally:
+        store.close()
