@@ -28,6 +28,7 @@ from rag.loaders import DOCX_SUFFIXES, HTML_SUFFIXES, PDF_SUFFIXES, load_all
 from rag.types import Document
 
 SANDBOXED_SUFFIXES = PDF_SUFFIXES | DOCX_SUFFIXES | HTML_SUFFIXES
+STARTUP_S = 120.0  # how long a worker may take to start and import its parsers
 _HEADER = struct.Struct("<Q")
 
 
@@ -66,7 +67,12 @@ class Reader:
 
     def _load(self, path: Path) -> Document | InputRefused:
         shown = str(path)
-        proc = self._worker()
+        try:
+            proc = self._worker()
+        except (TimeoutError, OSError, EOFError, pickle.UnpicklingError):
+            self._kill()
+            return InputRefused(shown, "the worker process that reads PDF, Word and HTML "
+                                       "files could not be started")
         request = pickle.dumps(shown, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             proc.stdin.write(_HEADER.pack(len(request)) + request)
@@ -98,6 +104,9 @@ class Reader:
              str(self.memory_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, close_fds=True)
+        # the worker says it is ready once its parsers are imported: starting it (seconds on
+        # a busy machine) is not counted against the first file's budget
+        _read_reply(self._proc.stdout, time.monotonic() + max(STARTUP_S, self.seconds))
         return self._proc
 
     def _kill(self) -> int | None:
@@ -163,6 +172,14 @@ def serve() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing a parser prints may reach the replies
+    for parser in ("pypdf", "bs4", "docx"):  # imported before the first file's clock starts
+        try:
+            __import__(parser)
+        except ImportError:
+            pass
+    ready = pickle.dumps(("ready", None))
+    out.write(_HEADER.pack(len(ready)) + ready)
+    out.flush()
     while True:
         head = inp.read(_HEADER.size)
         if len(head) < _HEADER.size:

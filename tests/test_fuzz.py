@@ -22,7 +22,7 @@ from rag.display import source_name
 from rag.ingest import ingest, open_store
 from rag.loaders import _holds_documents
 
-from .make_docs import GOOD_TEXT, docx_bytes, html_page, pdf_bytes
+from .make_docs import GOOD_TEXT, docx_bytes, html_page, pdf_bytes, surrogate_pdf_bytes
 
 FORMATS = ("txt", "md", "html", "pdf", "docx", "jsonl")
 SEED = 21
@@ -58,6 +58,9 @@ def _structured(rng: random.Random, fmt: str) -> bytes:
                            "<div hidden>", "<pre>", "<table><tr><td>"])
         return _plain(html_page(_text(rng, 5), body).replace("<main>", "<main>" + tags))
     if fmt == "pdf":
+        if rng.random() < 0.1:  # a font mapping to a lone surrogate
+            return surrogate_pdf_bytes(_text(rng).encode("latin-1", "replace").decode("latin-1")
+                                       .replace("(", "").replace(")", "").replace("\\", ""))
         pages = [_text(rng).encode("latin-1", "replace").decode("latin-1")
                  for _ in range(rng.randint(1, 3))]
         return pdf_bytes(pages, title=_text(rng, 3).encode("latin-1", "replace")
