@@ -109,8 +109,11 @@ class Settings:
     # (or fills in) the token codes it reads.
     late_interaction: bool = False
     # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
-    # refused by name. 120 s is ~50x what a 500-page report takes here; 2048 MB of address
-    # space holds a 32 MB HTML page's tree.
+    # refused by name. A 500-page PDF of 45 lines a page (2 million characters) reads in 4.8 s
+    # here at nice 19 on a loaded machine, so 120 s leaves 25x; a PDF whose pages share one
+    # content stream costs ~6 s a page and is stopped. A 7.3 MB HTML page peaks at 152 MiB,
+    # so 2048 MB holds the 32 MB limit's pages, while 1 MB of unclosed nested tags takes
+    # 277 MiB (and 25 s): a few MB of them meet one budget or the other.
     file_seconds: float = 120.0
     file_memory_mb: int = 2048
 
