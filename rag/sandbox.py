@@ -170,8 +170,12 @@ def serve() -> None:
 
     limit = int(sys.argv[1]) * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing a parser prints may reach the replies
+    inp = sys.stdin.buffer
+    # the replies go out on a private copy of standard output; whatever a parser or a C
+    # library prints goes to standard error (discarded), never into the replies
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     for parser in ("pypdf", "bs4", "docx"):  # imported before the first file's clock starts
         try:
             __import__(parser)

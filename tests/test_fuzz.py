@@ -176,7 +176,14 @@ def run_fuzz(tmp: Path, fmt: str, n: int, seed: int = SEED) -> dict:
     finally:
         store.close()
     again = ingest([folder], settings)  # no lost document
-    assert again.removed == [] and set(again.unchanged) == kept
+    assert again.removed == [], again.removed[:5]
+    # a file may be refused this time where it was read before (past its time budget on a
+    # busy machine): it keeps its document, unchanged or not
+    store, _ = open_store(settings)
+    try:
+        assert kept <= {s for s, _ in store.documents()}
+    finally:
+        store.close()
     slow = [r for r in report.refused if "took longer" in r.reason]
     return {"format": fmt, "inputs": n, "indexed": len(kept) - 1, "refused": len(refused),
             "over_budget": len(slow), "seconds": round(seconds, 1)}
