@@ -68,9 +68,11 @@ lint: setup
 	$(BIN)/python -m ruff check rag tests bench
 
 clean:
-	rm -rf $(DEMO_INDEX) .rag-eval .pytest_cache
+	rm -rf $(DEMO_INDEX) .rag-eval .pytest_cache .rag-fuzz.jsonl
 
-# The slow checks (kill -9 at many moments of an ingest, ~5 min); CI runs them after `make test`.
+# The slow checks (kill -9 at many moments of an ingest, ~5 min; the ingest fuzz, 10,000 inputs
+# per format, its numbers in .rag-fuzz.jsonl); CI runs them after `make test`.
 .PHONY: test-slow
 test-slow: setup
-	RAG_SLOW_TESTS=1 $(BIN)/python -m pytest -m slow
+	rm -f .rag-fuzz.jsonl
+	RAG_SLOW_TESTS=1 RAG_FUZZ_REPORT=.rag-fuzz.jsonl $(BIN)/python -m pytest -m slow -s

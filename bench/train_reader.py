@@ -217,10 +217,10 @@ def calibrate(args) -> None:
 
     Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
     from bench.squad import WORK as SQUAD_WORK
-    from rag.reading import CALIBRATION, _sentence_around
     from rag.evaluate import token_f1
     from rag.ingest import open_store
     from rag.reader import Reader
+    from rag.reading import CALIBRATION, _sentence_around
     from rag.retrieve import Retriever
 
     texts, questions = squad()

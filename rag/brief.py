@@ -32,6 +32,7 @@ import numpy as np
 from rag.chunking import split_sentences
 from rag.citations import strip_markers, verbatim
 from rag.config import Settings
+from rag.display import printable
 from rag.ingest import open_store
 from rag.retrieve import STOPWORDS, Retriever
 from rag.types import Briefing, Citation, Point
@@ -125,6 +126,7 @@ def _read_document(store, source: str, doc: int, chunks: list | None) -> list[_S
             rows = [rows[i] for i in keep]
         chunks = [c for _, c in rows]
     seen: set[int] = set()
+    said: set[str] = set()  # a sentence the document repeats is one candidate, not many
     out: list[_Sentence] = []
     for c in sorted(chunks, key=lambda c: c.start):
         for a, b in _sentence_spans(c.text):
@@ -132,6 +134,10 @@ def _read_document(store, source: str, doc: int, chunks: list | None) -> list[_S
                 continue
             seen.add(c.start + a)
             text = c.text[a:b]
+            folded = " ".join(text.lower().split())
+            if folded in said:
+                continue
+            said.add(folded)
             if _usable(text):
                 out.append(_Sentence(c.source, c.chunk_id, c.start + a, c.start + b, text, doc, 0))
     out.sort(key=lambda s: s.start)
@@ -636,25 +642,32 @@ def as_json(b: Briefing) -> dict:
 
 
 def as_markdown(b: Briefing) -> str:
-    lines = [f"# Briefing{': ' + b.topic if b.topic else ''}", ""]
+    """The briefing for a person to read; the documents' words made safe for a terminal
+    (rag.display.printable), names on one line each."""
+    def name(source: str) -> str:
+        return printable(source, one_line=True)
+
+    topic = printable(b.topic, one_line=True) if b.topic else ""
+    lines = [f"# Briefing{': ' + topic if topic else ''}", ""]
     lines.append(f"{len(b.points)} points from {len(b.sources)} documents.")
     lines.append("")
     lines.append("## Key points")
     for p in b.points:
-        lines.append(f"- {p.text} ({p.n_sources} source{'s' if p.n_sources != 1 else ''})")
+        lines.append(f"- {printable(p.text)} "
+                     f"({p.n_sources} source{'s' if p.n_sources != 1 else ''})")
         claim = strip_markers(p.text)
         for c in p.citations:
-            quote = "" if c.text == claim else f": “{c.text}”"
-            lines.append(f"    [{c.n}] {c.source}{quote}")
+            quote = "" if c.text == claim else f": “{printable(c.text)}”"
+            lines.append(f"    [{c.n}] {name(c.source)}{quote}")
     if b.conflicts:
         lines += ["", "## Where the sources disagree"]
         for p in b.conflicts:
-            lines.append(f"- {p.text}")
+            lines.append(f"- {printable(p.text)}")
             for c in p.citations:
-                lines.append(f"    [{c.n}] {c.source}: “{c.text}”")
+                lines.append(f"    [{c.n}] {name(c.source)}: “{printable(c.text)}”")
     lines += ["", "## Sources"]
     for s, t in b.sources:
-        lines.append(f"- {s}: {t}")
+        lines.append(f"- {name(s)}: {printable(t, one_line=True)}")
     return "\n".join(lines) + "\n"
 
 

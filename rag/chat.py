@@ -23,6 +23,7 @@ from typing import TextIO
 
 from rag.answer import Answerer, Instruction, instruction
 from rag.config import Settings, cache_dir
+from rag.display import printable
 from rag.errors import RagError
 from rag.rewrite import ANAPHORA, MODES, Rewrite, rewrite_llm, rewrite_rules
 from rag.types import Answer, Hit
@@ -43,11 +44,12 @@ DIM, BOLD, RESET = "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 def format_answer(a: Answer) -> str:
     """An answer and its sources, as `rag ask` prints them."""
-    lines = [a.answer]
+    lines = [printable(a.answer)]
     if a.citations:
         lines += ["", "Sources:"]
         for c in a.citations:
-            lines.append(f"  [{c.n}] {c.source} ({c.chunk_id})\n      \"{c.text}\"")
+            lines.append(f"  [{c.n}] {printable(c.source, one_line=True)} ({c.chunk_id})\n"
+                         f"      \"{printable(c.text)}\"")
     return "\n".join(lines)
 
 
@@ -58,10 +60,11 @@ def format_passages(a: Answer) -> str:
     blocks = []
     for h in hits:
         mark = f"[{cited[h.chunk.chunk_id]}]" if h.chunk.chunk_id in cited else "retrieved"
-        head = f"{mark} {h.chunk.source} ({h.chunk.chunk_id}, score {h.score:.4f})"
+        head = (f"{mark} {printable(h.chunk.source, one_line=True)} ({h.chunk.chunk_id}, "
+                f"score {h.score:.4f})")
         if h.also_in:
-            head += f"; also in {', '.join(h.also_in)}"
-        blocks.append(f"{head}\n{h.chunk.text}")
+            head += f"; also in {', '.join(printable(s, one_line=True) for s in h.also_in)}"
+        blocks.append(f"{head}\n{printable(h.chunk.text)}")
     return "\n\n".join(blocks) if blocks else "(no passages were retrieved)"
 
 
@@ -151,6 +154,7 @@ class Session:
 
     def _note(self, text: str) -> None:
         """A line about the conversation, not an answer: dim on a terminal, else on stderr."""
+        text = printable(text)
         if self.tty:
             self._say(f"{DIM}{text}{RESET}")
         else:
@@ -221,7 +225,7 @@ class Session:
         return True
 
     def _error(self, text: str) -> None:
-        self.err.write(f"rag: {text}\n")
+        self.err.write(f"rag: {printable(text, one_line=True)}\n")
         self.err.flush()
 
     def _help(self, _: str) -> None:
@@ -232,9 +236,9 @@ class Session:
         if last is None:
             self._say("No answer yet: ask a question first.")
             return
-        self._say(f"Passages behind: {last.answer.question}")
+        self._say(f"Passages behind: {printable(last.answer.question, one_line=True)}")
         if last.rewrite.rewritten:
-            self._say(f"searched as: {last.rewrite.query}")
+            self._say(f"searched as: {printable(last.rewrite.query, one_line=True)}")
         self._say()
         self._say(format_passages(last.answer))
         self._say()
@@ -294,6 +298,7 @@ class _Stream:
         if not self.text:
             self.out.write(DIM + self.PREFIX)
             piece = piece.lstrip()
+        piece = printable(piece)
         self.text += piece
         self.out.write(piece)
         self.out.flush()
@@ -337,5 +342,5 @@ def piped_reader(stream: TextIO) -> Callable[[], str]:
 def welcome(session: Session) -> str:
     n = len(session.answerer.store.documents())
     return (f"{BOLD}rag chat{RESET} over {n} document{'s' if n != 1 else ''} with "
-            f"{session.answerer.llm.name}: /help lists the "
+            f"{printable(session.answerer.llm.name, one_line=True)}: /help lists the "
             "commands, Ctrl-D leaves.")

@@ -6,7 +6,10 @@ commands that need them, so `rag --help` starts at once."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
+import sqlite3
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Annotated
 import typer
 
 from rag.config import Settings
-from rag.errors import RagError
+from rag.display import json_text, no_surrogates, printable
+from rag.errors import RagError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Offline question answering and cited briefings over your documents.")
@@ -45,13 +49,72 @@ def _settings(index: Path | None, model: str | None = None,
                              answer_style=style.value if style else None)
 
 
-def _fail(err: RagError) -> None:
-    typer.echo(f"rag: {err}", err=True)
+def _fail(err: Exception, index: Path | None = None) -> None:
+    """A one-line reason on standard error and the exit code: a project error's own, or for
+    an index that failed while in use (a damaged page, a full disk), 1."""
+    if not isinstance(err, RagError):
+        from rag.store import describe_error
+
+        where = index or Path(os.environ.get("RAG_INDEX") or ".rag")
+        err = RagError(describe_error(where, err))
+    typer.echo(f"rag: {printable(err, one_line=True)}", err=True)
     raise typer.Exit(err.exit_code)
 
 
+# What a command turns into a one-line reason: the project's errors, and the index's storage
+# failing underneath it (sqlite3.Error, OSError: a damaged page, a full disk)
+FAILURES = (RagError, sqlite3.Error, OSError)
+
+
+# A question is cut to this many characters before anything reads it: a page pasted as the
+# question (125 KB took 33 s) asks nothing its first few hundred words do not.
+MAX_QUESTION_CHARS = 8_000
+
+
+def _question(text: str) -> str:
+    """A question as typed, made fit to search: not empty (a usage error), invalid UTF-8 as
+    U+FFFD, and at most MAX_QUESTION_CHARS (cut at a word, with a note on standard error)."""
+    text = no_surrogates(text)
+    if not text.strip():
+        raise UsageError("the question is empty: ask something, e.g. rag ask \"Who won?\"")
+    if len(text) > MAX_QUESTION_CHARS:
+        cut = text.rfind(" ", 0, MAX_QUESTION_CHARS + 1)
+        text = text[:cut if cut > MAX_QUESTION_CHARS // 2 else MAX_QUESTION_CHARS]
+        typer.echo(f"rag: the question was cut to its first {len(text):,} characters "
+                   f"(at most {MAX_QUESTION_CHARS:,} are read)", err=True)
+    return text
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write a report or briefing the user named: never through a symlink (it would
+    overwrite the file it points at), whole or not at all (a temporary file renamed)."""
+    import tempfile
+
+    if path.is_symlink():
+        raise RagError(f"{path} is a symlink: name a plain file to write (rag does not write "
+                       "through links)")
+    if path.exists() and not path.is_file():
+        raise RagError(f"{path} is not a regular file: name a file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        raise RagError(f"cannot write {path}: the folder {folder}/ does not exist "
+                       "(create it first)")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise RagError(f"cannot write {path} ({(e.strerror or str(e)).lower()})") from None
+
+
 def _emit_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 class StageBars:
@@ -106,15 +169,18 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
 
     try:
         with _progress_bars() as bars:
-            report = run([str(p) for p in paths], _settings(index), progress=bars)
-    except RagError as e:
-        _fail(e)
+            report = run([str(p) for p in paths], _settings(index), progress=bars,
+                         notify=lambda text: typer.echo(
+                             f"rag: {printable(text, one_line=True)}", err=True))
+    except FAILURES as e:
+        _fail(e, index)
     except KeyboardInterrupt:
         typer.echo("\nrag: interrupted; the index keeps what was committed: run the same "
                    "`rag ingest` again to finish", err=True)
         raise typer.Exit(130) from None
     for r in report.refused:
-        typer.echo(f"rag: refused {r.path}: {r.reason}", err=True)
+        typer.echo(f"rag: refused {printable(r.path, one_line=True)}: "
+                   f"{printable(r.reason, one_line=True)}", err=True)
     if json_out:
         _emit_json(report.as_json())
     else:
@@ -133,11 +199,12 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
     from rag.retrieve import Retriever
 
     try:
+        query = _question(query)
         settings = _settings(index)
         store, embedder = open_store(settings)
         hits = Retriever(store, embedder, late=settings.late_interaction).search(query, k)
-    except RagError as e:
-        _fail(e)
+    except FAILURES as e:
+        _fail(e, index)
     if json_out:
         _emit_json({"query": query, "hits": [
             {"rank": h.rank, "source": h.chunk.source, "chunk_id": h.chunk.chunk_id,
@@ -146,8 +213,9 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
             for h in hits]})
         return
     for h in hits:
-        typer.echo(f"{h.rank}. {h.chunk.source} ({h.chunk.chunk_id}, score {h.score:.4f})")
-        typer.echo(f"   {h.chunk.text}\n")
+        typer.echo(f"{h.rank}. {printable(h.chunk.source, one_line=True)} "
+                   f"({h.chunk.chunk_id}, score {h.score:.4f})")
+        typer.echo(f"   {printable(h.chunk.text)}\n")
 
 
 def _print_answer(a) -> None:
@@ -163,10 +231,11 @@ def ask(question: str, index: IndexOpt = None, model: ModelOpt = None, k: KOpt =
     from rag.answer import Answerer, answer_json
 
     try:
+        question = _question(question)
         answerer = Answerer(_settings(index, model, style))
         answer = answerer.ask(question, k)
-    except RagError as e:
-        _fail(e)
+    except FAILURES as e:
+        _fail(e, index)
     if json_out:
         _emit_json(answer_json(answer))
     else:
@@ -188,14 +257,17 @@ def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
         session = conversation.Session(
             _settings(index, model, style or Style(conversation.DEFAULT_STYLE)), model, k,
             rewrite, tty=interactive)
-    except RagError as e:
-        _fail(e)
+    except FAILURES as e:
+        _fail(e, index)
     try:
         if interactive:
             typer.echo(conversation.welcome(session))
             session.run(conversation.terminal_reader(session.settings))
         else:
-            session.run(conversation.piped_reader(sys.stdin))
+            # a line that is not UTF-8 is read with U+FFFD, not a traceback
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") \
+                if hasattr(sys.stdin, "buffer") else sys.stdin
+            session.run(conversation.piped_reader(lines))
     finally:
         session.close()
 
@@ -224,17 +296,20 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
         with _progress_bars() as bars:
             result = briefing.build(_settings(index, model), topic, max_points=max_points,
                                     max_words=max_words, progress=bars)
-    except RagError as e:
-        _fail(e)
+    except FAILURES as e:
+        _fail(e, index)
     if fmt == "json":
-        text = json.dumps(briefing.as_json(result), ensure_ascii=False) + "\n"
+        text = json_text(briefing.as_json(result)) + "\n"
     elif fmt == "html":
         text = briefing.as_html(result)
     else:
         text = briefing.as_markdown(result)
     if out is not None:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}", err=True)
+        try:
+            write_file(out, text)
+        except RagError as e:
+            _fail(e)
+        typer.echo(f"wrote {printable(out, one_line=True)}", err=True)
     else:
         sys.stdout.write(text)
 
@@ -262,8 +337,13 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
           style: StyleOpt = None,
           ) -> None:
     """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
+    import math
+
     from rag import evaluate
 
+    if not math.isfinite(tolerance) or tolerance < 0:
+        typer.echo(f"rag: --tolerance must be a finite number >= 0, not {tolerance}", err=True)
+        raise typer.Exit(2)
     try:
         items = evaluate.load_qa(qa_file)
         thresholds = evaluate.load_thresholds(config) if config else {}
@@ -284,30 +364,29 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
                                   progress=None if bars is None else
                                   lambda done, total: bars("eval", done, total),
                                   use_cache=not no_cache)
-    except RagError as e:
-        _fail(e)
+    except FAILURES as e:
+        _fail(e, index)
     report["gates"] = evaluate.check_gates(report["metrics"], thresholds, base, tolerance,
                                            retrieval_only=retrieval_only)
     report["gates"]["baseline"] = str(baseline) if baseline else None
     failures = report["gates"]["failures"]
     try:
         if junit is not None:
-            junit.write_text(evaluate.junit_xml(items, report), encoding="utf-8")
+            write_file(junit, evaluate.junit_xml(items, report))
         if html is not None:
-            html.write_text(evaluate.html_report(items, report, base,
-                                                 title=f"rag eval: {qa_file.name}"),
-                            encoding="utf-8")
-    except OSError as e:
-        typer.echo(f"rag: cannot write the report: {e}", err=True)
+            write_file(html, evaluate.html_report(items, report, base,
+                                                  title=f"rag eval: {qa_file.name}"))
+    except RagError as e:
+        typer.echo(f"rag: cannot write the report: {printable(e, one_line=True)}", err=True)
         raise typer.Exit(1) from None
     if json_out:
         _emit_json(report)
     else:
-        typer.echo(evaluate.table(report, base))
+        typer.echo(printable(evaluate.table(report, base)))
     for name in report["gates"]["skipped"]:
         typer.echo(f"rag: eval: threshold on {name} skipped (--retrieval-only)", err=True)
     for f in failures:
-        typer.echo(f"rag: eval gate failed: {f}", err=True)
+        typer.echo(f"rag: eval gate failed: {printable(f, one_line=True)}", err=True)
     if failures:
         raise typer.Exit(4)
 
@@ -331,8 +410,13 @@ def models(json_out: JsonOpt = False) -> None:
         shown = f"{size / 2**20:7.1f} MiB" if size else (
             "(assembled on first use)" if s.needs_assembly else "not installed")
         mark = "*" if s.name == default else " "
-        typer.echo(f"{mark} {s.name:<22} {s.kind:<9} {shown:>24}  {s.description}")
+        typer.echo(f"{mark} {printable(s.name, one_line=True):<22} {s.kind:<9} {shown:>24}  "
+                   f"{printable(s.description, one_line=True)}")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except RagError as e:  # raised outside a command's own handling (Settings from env)
+        typer.echo(f"rag: {printable(e, one_line=True)}", err=True)
+        sys.exit(e.exit_code)

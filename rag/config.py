@@ -69,6 +69,21 @@ def auto_threads(limit: int = 4) -> int:
     return max(1, min(limit, cores - busy))
 
 
+def _env_number(name: str, kind: type, low: float, high: float):
+    """An environment variable read as a number within [low, high], or a usage error."""
+    from rag.errors import UsageError
+
+    raw = os.environ[name].strip()
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not (low <= value <= high):  # also NaN
+        what = "a whole number" if kind is int else "a number"
+        raise UsageError(f"{name}={raw!r}: must be {what} from {low:g} to {high:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     index_dir: Path = Path(".rag")
@@ -88,7 +103,8 @@ class Settings:
     seed: int = 1234
     temperature: float = 0.0
     max_answer_tokens: int = 48
-    # "short": the answer is the reader's span (rag.answer); "quote": the sentence holding it
+    # "short": a short run of the evidence (the model's words found there, or the run it finds
+    # likeliest; the reader's span with RAG_READER=1); "quote": the evidence sentence
     answer_style: str = "short"
     # Late interaction as a fourth retrieval list (rag.retrieve.late_interaction): off by
     # default, since it costs recall@5 on SQuAD's held-out odd questions (0.978 -> 0.972).
@@ -98,6 +114,14 @@ class Settings:
     # The learned reader answers (rag.reading) in place of the evidence rules: RAG_READER=1.
     # Off by default: docs/answering.md has the numbers that keep it off.
     reader: bool = False
+    # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
+    # refused by name. A 500-page PDF of 45 lines a page (2 million characters) reads in 4.8 s
+    # here at nice 19 on a loaded machine, so 120 s leaves 25x; a PDF whose pages share one
+    # content stream costs ~6 s a page and is stopped. A 7.3 MB HTML page peaks at 152 MiB,
+    # so 2048 MB holds the 32 MB limit's pages, while 1 MB of unclosed nested tags takes
+    # 277 MiB (and 25 s): a few MB of them meet one budget or the other.
+    file_seconds: float = 120.0
+    file_memory_mb: int = 2048
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -116,7 +140,11 @@ class Settings:
         if env.get("RAG_READER"):
             values["reader"] = env["RAG_READER"] not in ("0", "false", "no")
         if env.get("RAG_THREADS"):
-            values["n_threads"] = int(env["RAG_THREADS"])
+            values["n_threads"] = _env_number("RAG_THREADS", int, 1, 256)
+        if env.get("RAG_FILE_SECONDS"):
+            values["file_seconds"] = _env_number("RAG_FILE_SECONDS", float, 0.1, 86400)
+        if env.get("RAG_FILE_MEMORY_MB"):
+            values["file_memory_mb"] = _env_number("RAG_FILE_MEMORY_MB", int, 256, 2**20)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -27,13 +27,22 @@ class IndexLocked(StoreError):
     pass
 
 
-class InputRefused(RagError):
-    """One input file could not be read; the message names the file and the reason."""
+class UsageError(RagError):
+    """Wrong usage: a bad value for an option, an argument or an environment variable."""
 
-    def __init__(self, path: str, reason: str):
+    exit_code = 2
+
+
+class InputRefused(RagError):
+    """One input file could not be read; the message names the file and the reason.
+    `transient`: it failed for an operating-system reason (permission denied, I/O error), so
+    what the index holds from it must be kept, not removed as gone."""
+
+    def __init__(self, path: str, reason: str, transient: bool = False):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.transient = transient
 
 
 class PromptError(RagError):

@@ -42,7 +42,14 @@ def load_qa(path: Path) -> list[QAItem]:
         raise QAFileError(f"{path}: no such Q&A file")
     items: list[QAItem] = []
     ids: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise QAFileError(f"{path}:{line}: not UTF-8 (a Q&A file must be UTF-8)") from None
+    except OSError as e:
+        raise QAFileError(f"{path}: cannot be read ({(e.strerror or str(e)).lower()})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -267,7 +274,7 @@ def load_thresholds(path: Path) -> dict[str, tuple[str, float]]:
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise QAFileError(f"{path}: cannot read thresholds ({e})") from None
     table = data.get("thresholds")
     if not isinstance(table, dict):

@@ -9,6 +9,7 @@ transaction: a run that is killed keeps what it committed, and the next run goes
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ import numpy as np
 
 from rag.chunking import chunk_document, split_sentences
 from rag.config import Settings
+from rag.display import source_name
 from rag.embedder import Embedder, get_embedder
 from rag.errors import InputRefused
-from rag.loaders import discover, load_all
+from rag.loaders import discover
 from rag.registry import resolve_embedding
+from rag.sandbox import Reader
 from rag.store import Store, pack_sentences, pack_tokens
 from rag.types import Chunk, Document
 
@@ -56,43 +59,32 @@ def open_store(settings: Settings, create: bool = False) -> tuple[Store, Embedde
 
 
 def ingest(paths: list[str | Path], settings: Settings, progress: Progress | None = None,
-           commit_every: int = COMMIT_EVERY_CHUNKS) -> IngestReport:
+           commit_every: int = COMMIT_EVERY_CHUNKS,
+           notify: Callable[[str], None] | None = None) -> IngestReport:
+    """`notify` is told what a person should know while it runs (waiting for another
+    writer's lock)."""
     report = IngestReport()
     files, refused = discover(paths)
     report.refused.extend(refused)
+    # what failed for an operating-system reason (a folder not readable just now) keeps what
+    # the index holds under it: removal is for what is truly gone
+    kept = [source_name(os.path.realpath(r.path)) for r in refused if r.transient]
     store, embedder = open_store(settings, create=True)
     try:
-        with store.writer():
+        with store.writer(notify=notify), Reader(settings.file_seconds,
+                                                 settings.file_memory_mb) as reader:
             batch = _Batch(store, embedder, report, commit_every, settings.late_interaction)
             known = store.document_hashes()
             origin = store.document_files()
-            seen = {str(p) for p in files}
-            batch.remove(sorted({s for p in paths if Path(p).is_dir()
-                                 for s in store.documents_under(str(Path(p).resolve()))
-                                 if origin.get(s) not in seen}))
+            seen = {source_name(str(p)) for p in files}
+            roots = [source_name(str(Path(p).resolve())) for p in paths if Path(p).is_dir()]
+            batch.remove(sorted({s for root in roots for s in store.documents_under(root)
+                                 if origin.get(s) not in seen
+                                 and not _under_any(origin.get(s, s), kept)}))
             for i, path in enumerate(files):
                 if progress:
                     progress("read", i, len(files))
-                shown, produced, whole_file_refused = str(path), set(), False
-                for item in load_all(path):
-                    if isinstance(item, InputRefused):
-                        report.refused.append(item)
-                        whole_file_refused |= item.path == shown
-                        continue
-                    produced.add(item.source)
-                    if known.get(item.source) == item.sha256:
-                        report.unchanged.append(item.source)
-                        continue
-                    (report.replaced if item.source in known else report.added).append(
-                        item.source)
-                    batch.add(item, chunk_document(
-                        item, embedder.count_tokens,
-                        max_tokens=min(settings.chunk_tokens, embedder.max_text_tokens),
-                        overlap_sentences=settings.chunk_overlap_sentences,
-                        hard_limit=embedder.max_text_tokens))
-                if not whole_file_refused:  # records that left a JSON Lines file
-                    batch.remove(sorted(s for s, f in origin.items()
-                                        if f == shown and s != shown and s not in produced))
+                _ingest_file(path, reader, batch, known, origin, embedder, settings, report)
             if progress:
                 progress("read", len(files), len(files))
             batch.flush()
@@ -101,6 +93,48 @@ def ingest(paths: list[str | Path], settings: Settings, progress: Progress | Non
     finally:
         store.close()
     return report
+
+
+def _under_any(name: str, roots: list[str]) -> bool:
+    return any(name == r or name.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _ingest_file(path: Path, reader: Reader, batch: _Batch, known: dict[str, str],
+                 origin: dict[str, str], embedder: Embedder, settings: Settings,
+                 report: IngestReport) -> None:
+    """One file's documents into the batch. Whatever goes wrong while reading, cleaning or
+    chunking it becomes a refusal of this file (or record), and the ingest goes on."""
+    shown, produced, whole_file_refused = str(path), set(), False
+    name = source_name(shown)
+    items = reader.load_all(path)
+    while True:
+        try:
+            item = next(items, None)
+            if item is None:
+                break
+            if isinstance(item, InputRefused):
+                report.refused.append(item)
+                whole_file_refused |= item.path == shown
+                continue
+            produced.add(item.source)
+            if known.get(item.source) == item.sha256:
+                report.unchanged.append(item.source)
+                continue
+            chunks = chunk_document(
+                item, embedder.count_tokens,
+                max_tokens=min(settings.chunk_tokens, embedder.max_text_tokens),
+                overlap_sentences=settings.chunk_overlap_sentences,
+                hard_limit=embedder.max_text_tokens)
+        except Exception as e:  # a parser's or the chunker's failure on this one input
+            report.refused.append(InputRefused(shown, f"could not be read ({type(e).__name__}"
+                                                      f": {' '.join(str(e).split())[:160]})"))
+            whole_file_refused = True
+            break
+        (report.replaced if item.source in known else report.added).append(item.source)
+        batch.add(item, chunks)
+    if not whole_file_refused:  # records that left a JSON Lines file
+        batch.remove(sorted(s for s, f in origin.items()
+                            if f == name and s != name and s not in produced))
 
 
 class _Batch:

@@ -216,10 +216,14 @@ class LLM:
         if self.can_score:
             prompt, _, fixed = self._prompt_and_end(task, values)
             self._prime(prompt, fixed)
+        plain = self._plain_text_prompt(request)
         if on_token is not None:
-            gen = self._stream(request, params, compiled, on_token, t0)
+            gen = self._stream(request, params, compiled, on_token, t0, plain)
         else:
-            if "messages" in request:
+            if plain is not None:
+                out = llama.create_completion(prompt=plain, **params, grammar=compiled)
+                text = out["choices"][0]["text"]
+            elif "messages" in request:
                 out = llama.create_chat_completion(**request, **params, grammar=compiled)
                 text = out["choices"][0]["message"]["content"] or ""
             else:
@@ -307,8 +311,7 @@ class LLM:
         if "messages" in request:
             fmt = self._formatter
             res = fmt(messages=request["messages"])
-            tokens = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
-                                    special=True)
+            tokens = self._chat_tokens(request["messages"], res)
             stops = [res.stop] if isinstance(res.stop, str) else list(res.stop or [])
             end = {llama.token_eos()}
             for stop in stops:
@@ -329,6 +332,56 @@ class LLM:
         tokens = llama.tokenize(request["prompt"].encode("utf-8"), add_bos=True, special=False)
         newline = llama.tokenize(b"\n", add_bos=False, special=False)
         return tokens, sorted({llama.token_eos(), *newline[-1:]}), 0
+
+    def _chat_tokens(self, messages: list[dict], res) -> list[int]:
+        """A rendered chat prompt's tokens, the messages' contents read as plain text: a
+        document that says "<|im_end|><|im_start|>system" gives those characters' tokens, not
+        the model's control tokens. Where no content holds such a text (nearly always), the
+        tokens are those of the whole prompt read with special tokens, as before."""
+        llama = self._llama
+        whole = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
+                               special=True)
+
+        def special(text: str) -> bool:
+            data = text.encode("utf-8")
+            return llama.tokenize(data, add_bos=False, special=True) != \
+                llama.tokenize(data, add_bos=False, special=False)
+
+        if not any(special(m["content"]) for m in messages):
+            return whole
+        # the template's own text (role markers) with special tokens, each content as text
+        markers = [f"\u2063{i}\u2063" for i in range(len(messages))]
+        probe = self._formatter(messages=[{**m, "content": mark}
+                                          for m, mark in zip(messages, markers)]).prompt
+        tokens: list[int] = []
+        at = 0
+        for i, (m, mark) in enumerate(zip(messages, markers)):
+            k = probe.find(mark, at)
+            content = m["content"] if m["content"] in res.prompt else m["content"].strip()
+            if k < 0:  # a template that rewrites contents: all of it as plain text
+                return llama.tokenize(res.prompt.encode("utf-8"),
+                                      add_bos=not res.added_special, special=False)
+            tokens += llama.tokenize(probe[at:k].encode("utf-8"),
+                                     add_bos=i == 0 and not res.added_special, special=True)
+            tokens += llama.tokenize(content.encode("utf-8"), add_bos=False, special=False)
+            at = k + len(mark)
+        return tokens + llama.tokenize(probe[at:].encode("utf-8"), add_bos=False, special=True)
+
+    def _plain_text_prompt(self, request: dict) -> list[int] | None:
+        """The chat prompt's tokens when reading its contents as plain text changes them
+        (`_chat_tokens`), to be generated from as tokens; None when llama-cpp-python's own
+        reading of the prompt is the same."""
+        llama = self._llama
+        if "messages" not in request:
+            data = request["prompt"].encode("utf-8")
+            tokens = llama.tokenize(data, add_bos=True, special=False)
+            return None if tokens == llama.tokenize(data, add_bos=True, special=True) \
+                else tokens
+        res = self._formatter(messages=request["messages"])
+        tokens = self._chat_tokens(request["messages"], res)
+        whole = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
+                               special=True)
+        return None if tokens == whole else tokens
 
     def _prime(self, prompt: list[int], fixed: int) -> None:
         """Leave the context holding the prompt less its last token, evaluated the same way
@@ -452,11 +505,15 @@ class LLM:
         return np.ctypeslib.as_array(ptr, shape=(n_rows * vocab,)).reshape(n_rows, vocab).copy()
 
     def _stream(self, request: dict, params: dict, compiled, on_token: Callable[[str], None],
-                t0: float) -> Generation:
+                t0: float, plain: list[int] | None = None) -> Generation:
         # A streamed response carries no usage: each chunk is one token, and the context then
         # holds the prompt and the tokens evaluated after it.
         llama = self._llama
-        if "messages" in request:
+        if plain is not None:
+            chunks = llama.create_completion(prompt=plain, **params, grammar=compiled,
+                                             stream=True)
+            request = {"prompt": plain}
+        elif "messages" in request:
             chunks = llama.create_chat_completion(**request, **params, grammar=compiled,
                                                   stream=True)
         else:

@@ -24,6 +24,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from rag.display import no_surrogates, source_name
 from rag.errors import InputRefused
 from rag.types import Document
 
@@ -42,6 +43,10 @@ MAX_TEXT_BYTES = 32 * MB  # .txt, .md, .html
 MAX_PACKED_BYTES = 256 * MB  # .pdf, .docx as files on disk
 MAX_UNPACKED_BYTES = 256 * MB  # .docx: all parts, as declared by the zip, before unpacking
 MAX_XML_PART_BYTES = 64 * MB  # .docx: one XML part, parsed into a tree
+# .docx: an XML part over MAX_XML_INFLATE_FROM may inflate at most this many times its packed
+# size (Word's own: 5-15x; 95 KB holding 20 MB of XML took 764 MB to parse)
+MAX_XML_INFLATION = 100
+MAX_XML_INFLATE_FROM = 4 * MB
 MAX_RECORD_BYTES = 32 * MB  # .jsonl: one line
 MAX_DOCUMENT_CHARS = 32 * MB  # extracted text of any one document, in characters
 READ_BLOCK = 1 * MiB
@@ -63,7 +68,7 @@ def discover(paths: list[str | Path]) -> tuple[list[Path], list[InputRefused]]:
         try:
             st = path.stat()
         except OSError as e:
-            refused.append(InputRefused(str(raw), _missing_reason(path, e)))
+            refused.append(_os_refusal(str(raw), e, _missing_reason(path, e)))
             continue
         if stat.S_ISDIR(st.st_mode):
             found.extend(_walk(path, visited, refused))
@@ -89,13 +94,17 @@ def _add_file(path: Path, st: os.stat_result, found: list[Path],
 def _walk(folder: Path, visited: set[tuple[int, int]],
           refused: list[InputRefused]) -> Iterator[Path]:
     real = os.path.realpath(folder)
-    st = os.stat(real)
+    try:
+        st = os.stat(real)
+    except OSError as e:
+        refused.append(_os_refusal(str(folder), e, _os_reason(e)))
+        return
     if (st.st_dev, st.st_ino) in visited:  # a second link to a folder already read
         return
     visited.add((st.st_dev, st.st_ino))
 
-    def unreadable(e: OSError) -> None:
-        refused.append(InputRefused(e.filename or str(folder), _os_reason(e)))
+    def unreadable(e: OSError) -> None:  # what the index holds under it is kept (rag.ingest)
+        refused.append(_os_refusal(e.filename or str(folder), e, _os_reason(e)))
 
     for root, dirs, files in os.walk(folder, followlinks=False, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -110,7 +119,9 @@ def _walk(folder: Path, visited: set[tuple[int, int]],
             try:
                 st = p.stat()
             except OSError as e:
-                refused.append(InputRefused(str(p), _missing_reason(p, e)))
+                refused.append(_os_refusal(str(p), e, _missing_reason(p, e)))
+                continue
+            if p.is_symlink() and _into_hidden(p):
                 continue
             if stat.S_ISREG(st.st_mode) and p.suffix.lower() in JSONL_SUFFIXES \
                     and not _holds_documents(p):
@@ -125,8 +136,10 @@ def _walk_link(link: Path, visited: set[tuple[int, int]],
     try:
         target = os.path.realpath(link, strict=True)
     except OSError as e:
-        refused.append(InputRefused(str(link), _missing_reason(link, e)))
+        refused.append(_os_refusal(str(link), e, _missing_reason(link, e)))
         return
+    if _into_hidden(link):
+        return  # a hidden folder is skipped, however it is reached
     here = os.path.realpath(link.parent)
     if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
         refused.append(InputRefused(str(link), f"symlink loop: leads back to {target}"))
@@ -145,9 +158,30 @@ def _holds_documents(path: Path) -> bool:
                 if line.strip():
                     record = json.loads(line)
                     return not isinstance(record, dict) or "text" in record
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return True
     return True
+
+
+def _into_hidden(link: Path) -> bool:
+    """Whether a symlink leads into a hidden folder (or to a hidden file) that the folder
+    holding it is not itself inside: ~/.ssh reached through a link is skipped as ~/.ssh is."""
+    target = os.path.realpath(link)
+    here = os.path.realpath(link.parent)
+    try:
+        common = os.path.commonpath([target, here])
+    except ValueError:
+        common = os.sep
+    rest = Path(os.path.relpath(target, common)).parts
+    return any(part.startswith(".") and part not in (".", "..") for part in rest)
+
+
+# errors that say the thing is gone for good; any other OSError may pass (permissions, I/O)
+_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
+
+
+def _os_refusal(path: str, e: OSError, reason: str) -> InputRefused:
+    return InputRefused(path, reason, transient=e.errno not in _GONE)
 
 
 def _missing_reason(path: Path, e: OSError) -> str:
@@ -216,14 +250,15 @@ def load(path: Path) -> Document:
             text, meta_title = _html(data, shown)
         else:
             text = _decode(data, shown)
-    except InputRefused:
+    except (InputRefused, MemoryError):  # MemoryError: the worker's budget (rag.sandbox)
         raise
     except Exception as e:  # third-party parsers raise anything on a damaged file
         raise InputRefused(shown, f"could not be read as {suffix[1:].upper()} "
                                   f"({_one_line(e)})") from e
     text = _clean(text, shown)
-    return Document(source=shown, title=meta_title.strip()[:120] or _title(text, path),
-                    text=text, sha256=file_sha256(data), pages=pages)
+    title = no_surrogates(meta_title.strip()[:120]) or _title(text, path)
+    return Document(source=source_name(shown), title=title, text=text,
+                    sha256=file_sha256(data), pages=pages)
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
@@ -272,23 +307,24 @@ def _one_line(e: BaseException) -> str:
 
 
 def _clean(text: str, shown: str) -> str:
-    """The stored text: NUL (which SQLite's text functions stop at) becomes U+FFFD, length
-    kept, so offsets into the extracted text stay exact."""
+    """The stored text: NUL (which SQLite's text functions stop at) and lone surrogates
+    (which UTF-8 cannot hold: a PDF font's map, a JSON "\\ud800") become U+FFFD, length kept,
+    so offsets into the extracted text stay exact."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise InputRefused(shown, f"holds {len(text) // MB} million characters of text, over "
                                   f"the {MAX_DOCUMENT_CHARS // MB} million limit for one "
                                   "document")
     if not text.strip():
         raise InputRefused(shown, "no text in file")
-    return text.replace("\x00", "\ufffd")
+    return no_surrogates(text.replace("\x00", "\ufffd"))
 
 
 def _title(text: str, path: Path) -> str:
     for line in text.splitlines():
         line = line.strip().lstrip("#").strip()
         if line:
-            return line[:120]
-    return path.stem
+            return no_surrogates(line[:120])
+    return no_surrogates(path.stem)
 
 
 # -- plain text ------------------------------------------------------------------------------
@@ -384,6 +420,22 @@ _HTML_BLOCKS = {"address", "article", "blockquote", "br", "dd", "details", "div"
                 "caption", "tbody", "thead", "tfoot"}
 
 
+_HIDDEN_STYLE = re.compile(r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden)",
+                           re.IGNORECASE)
+
+
+def _hidden(tag) -> bool:
+    """An element the page hides from its reader: `hidden`, aria-hidden="true", or a style
+    of display:none / visibility:hidden."""
+    attrs = tag.attrs
+    if not attrs:
+        return False
+    if "hidden" in attrs or str(attrs.get("aria-hidden", "")).lower() == "true":
+        return True
+    style = attrs.get("style")
+    return isinstance(style, str) and bool(_HIDDEN_STYLE.search(style))
+
+
 def _html(data: bytes, shown: str) -> tuple[str, str]:
     """The main text of a page: <main> or <article> when there is one, else <body>, without
     scripts, navigation, headers and footers; one line per block element."""
@@ -394,6 +446,9 @@ def _html(data: bytes, shown: str) -> tuple[str, str]:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
+    for tag in soup.find_all(_hidden):  # what a reader of the page never sees
+        if not tag.decomposed:
+            tag.decompose()
     root = soup.find("main") or soup.find("article") or soup.body or soup
     parts: list[str] = []
     skip = (Comment, Declaration, Doctype, ProcessingInstruction)
@@ -401,6 +456,9 @@ def _html(data: bytes, shown: str) -> tuple[str, str]:
         if isinstance(node, Tag):
             if node.name in _HTML_BLOCKS:
                 parts.append("\n")
+            elif isinstance(node.previous_sibling, Tag) and parts and \
+                    not parts[-1][-1:].isspace():
+                parts.append(" ")  # <a>Home</a><a>News</a>: two words, not "HomeNews"
         elif isinstance(node, NavigableString) and not isinstance(node, skip):
             if node.parent is not None and node.parent.name == "pre":
                 parts.append(str(node))
@@ -445,6 +503,8 @@ def _pdf(data: bytes, shown: str) -> tuple[str, tuple[int, ...], str]:
     for i in range(n_pages):
         try:
             page_text = reader.pages[i].extract_text() or ""
+        except MemoryError:
+            raise
         except Exception:  # one damaged page must not cost the others
             page_text, failed = "", failed + 1
         page_text = page_text.strip()
@@ -488,6 +548,12 @@ def _docx(data: bytes, shown: str) -> tuple[str, str]:
         raise InputRefused(shown, f"would unpack to {_size(unpacked)}, over the "
                                   f"{_size(MAX_UNPACKED_BYTES)} limit (a zip bomb?)")
     for i in infos:
+        if i.filename.endswith((".xml", ".rels")) and i.file_size > MAX_XML_INFLATE_FROM and \
+                i.file_size > MAX_XML_INFLATION * max(1, i.compress_size):
+            ratio = i.file_size // max(1, i.compress_size)
+            raise InputRefused(shown, f"{i.filename} would inflate {ratio:,}-fold to "
+                                      f"{_size(i.file_size)} (over {MAX_XML_INFLATION}-fold; "
+                                      "a zip bomb?)")
         if i.filename.endswith((".xml", ".rels")) and i.file_size > MAX_XML_PART_BYTES:
             raise InputRefused(shown, f"{i.filename} would unpack to {_size(i.file_size)}, "
                                       f"over the {_size(MAX_XML_PART_BYTES)} limit "
@@ -561,6 +627,8 @@ def _record(line: bytes, lineno: int, shown: str, seen: dict[str, int]) -> Docum
         return "not UTF-8 (JSON Lines must be UTF-8)"
     except ValueError as e:
         return f"not valid JSON ({_one_line(e)})"
+    except RecursionError:
+        return "JSON nested too deeply to read"
     if not isinstance(obj, dict):
         return "not a JSON object"
     text = obj.get("text")
@@ -571,20 +639,30 @@ def _record(line: bytes, lineno: int, shown: str, seen: dict[str, int]) -> Docum
     if len(text) > MAX_DOCUMENT_CHARS:
         return f'"text" over the {MAX_DOCUMENT_CHARS // MB} million character limit'
     rid = obj.get("id")
-    rid = str(lineno) if rid is None or str(rid).strip() == "" else str(rid).strip()
+    try:
+        rid = str(lineno) if rid is None or str(rid).strip() == "" else str(rid).strip()
+    except (RecursionError, ValueError):  # an id nested deep, or an int of 5,000 digits
+        return '"id" is not a string or number that can be written'
+    rid = no_surrogates(rid)
     if rid in seen:
         return f"duplicate id {rid!r} (first on line {seen[rid]})"
     seen[rid] = lineno
     title = obj.get("title")
     url = obj.get("url")
     metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        try:  # as stored: JSON, lone surrogates as U+FFFD
+            metadata = json.loads(no_surrogates(json.dumps(metadata, ensure_ascii=False)))
+        except (RecursionError, ValueError):
+            return '"metadata" nested too deeply to store'
+    name = source_name(shown)
     return Document(
-        source=f"{shown}#{rid}",
-        title=(title.strip()[:120] if isinstance(title, str) and title.strip()
-               else _title(text, Path(shown))),
-        text=text.replace("\x00", "\ufffd"),
+        source=f"{name}#{rid}",
+        title=no_surrogates(title.strip()[:120] if isinstance(title, str) and title.strip()
+                            else _title(text, Path(shown))),
+        text=no_surrogates(text.replace("\x00", "\ufffd")),
         sha256=file_sha256(line.strip()),
-        file=shown,
-        url=url if isinstance(url, str) else "",
+        file=name,
+        url=no_surrogates(url) if isinstance(url, str) else "",
         metadata=metadata if isinstance(metadata, dict) else {},
     )

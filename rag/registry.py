@@ -41,14 +41,26 @@ class ModelSpec:
 
 
 def _registry(settings: Settings) -> dict:
-    """The models folder's registry.toml, else the defaults shipped with the package."""
-    path = settings.models_dir / "registry.toml"
-    if not path.exists():
-        path = shipped_dir("models") / "registry.toml"
-    if not path.exists():
-        return {}
-    with path.open("rb") as f:
-        return tomllib.load(f)
+    """The packaged registry (models/registry.toml, shipped with rag: the bundled models), with the
+    entries of a registry.toml in settings.models_dir (RAG_MODELS_DIR) over it: a folder of
+    one's own GGUF files, with or without a registry, keeps the bundled models."""
+    merged: dict = {}
+    for path in dict.fromkeys([shipped_dir("models") / "registry.toml",
+                               settings.models_dir / "registry.toml"]):
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ModelNotFound(f"{path}: not a readable model registry ({e}): fix it, or "
+                                "remove it to use the bundled models") from None
+        for key, value in data.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
 
 
 def _package_dir(package: str) -> Path | None:

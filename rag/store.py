@@ -96,6 +96,58 @@ def _journal_to_wal(db: sqlite3.Connection, deadline: float) -> None:
             time.sleep(0.05)
 
 
+def _connect(db_path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """The index's database in write-ahead logging; `read_only`: as it stands on disk, for a
+    process that may not write the folder (WAL's shared-memory file cannot be made there).
+    Then nothing may write it meanwhile: such a folder is read by those who cannot write it."""
+    if read_only:
+        from urllib.parse import quote
+
+        return sqlite3.connect(f"file:{quote(str(db_path.resolve()))}?immutable=1", uri=True,
+                               isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(db_path, timeout=LOCK_WAIT_S, isolation_level=None,
+                         check_same_thread=False)
+    _journal_to_wal(db, deadline=time.monotonic() + LOCK_WAIT_S)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def _cannot_write(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _reason(index_dir: Path, e: sqlite3.Error) -> str:
+    """One line on what is wrong with an index, advising to rebuild only a damaged one."""
+    text = str(e)
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return (f"{index_dir}/{DB_NAME} is damaged ({text}): ingest the documents again into "
+                "a new --index folder (keep the damaged one to inspect it)")
+    if _cannot_write(e):
+        return (f"{index_dir}/ cannot be written here ({text}): ingest as a user who may "
+                "write it, or into another --index folder; the index is unchanged")
+    if "disk is full" in low or "no space" in low:
+        return (f"{index_dir}/: the disk is full ({text}); the index keeps what was "
+                "committed: free some space and run the same command again")
+    if "locked" in low or "busy" in low:
+        return (f"{index_dir}/ is busy in another process ({text}): wait for it to finish "
+                "and try again")
+    return f"{index_dir}/{DB_NAME} could not be read ({text})"
+
+
+def describe_error(index_dir: Path, e: sqlite3.Error | OSError) -> str:
+    """One line, for the command line, on an error raised while an open index was read or
+    written (a damaged page, a full disk)."""
+    if isinstance(e, OSError):
+        text = (e.strerror or str(e)).lower()
+        if e.errno == 28:  # ENOSPC
+            return _reason(index_dir, sqlite3.OperationalError("database or disk is full"))
+        return f"{index_dir}/ could not be read or written ({text})"
+    return _reason(index_dir, e)
+
+
 @dataclass(frozen=True)
 class Manifest:
     format_version: int
@@ -132,23 +184,31 @@ class Store:
              dimension: int, create: bool = False) -> Store:
         index_dir = Path(index_dir)
         db_path = index_dir / DB_NAME
+        if index_dir.exists() and not index_dir.is_dir():
+            raise StoreError(f"--index {index_dir} is a file, not a folder: point --index at "
+                             "a folder (an index is a folder rag creates)")
         if not db_path.exists():
             if not create:
                 raise IndexMissing(
                     f"no index at {index_dir}/: run `rag ingest PATH` first, or point --index "
                     "at an existing index")
-            index_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the index folder {index_dir}/ "
+                                 f"({(e.strerror or str(e)).lower()}): point --index at a "
+                                 "folder you may write") from None
         try:
-            db = sqlite3.connect(db_path, timeout=LOCK_WAIT_S, isolation_level=None,
-                                 check_same_thread=False)
-            _journal_to_wal(db, deadline=time.monotonic() + LOCK_WAIT_S)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
+            try:
+                db = _connect(db_path)
+            except sqlite3.OperationalError as e:
+                if create or not _cannot_write(e):
+                    raise
+                db = _connect(db_path, read_only=True)  # a reader of an index it may not write
             store = cls(index_dir, db)
             store._check_or_init(embedding_model, fingerprint, dimension, create)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{db_path} is not a readable index ({e}); move it away and "
-                             "re-run `rag ingest`") from e
+            raise StoreError(_reason(index_dir, e)) from e
         return store
 
     def _check_or_init(self, model: str, fingerprint: str, dimension: int, create: bool) -> None:
@@ -278,16 +338,29 @@ class Store:
             self.db.execute("COMMIT")
 
     @contextmanager
-    def writer(self, wait_s: float = 60.0) -> Iterator[Store]:
-        """Hold the index's write lock: one writer at a time; readers are never blocked."""
+    def writer(self, wait_s: float = 60.0,
+               notify: Callable[[str], None] | None = None) -> Iterator[Store]:
+        """Hold the index's write lock: one writer at a time; readers are never blocked.
+        `notify` is told once when the lock is held by another process and this one waits."""
         lock_path = self.dir / "write.lock"
-        with open(lock_path, "a+") as fh:
+        try:
+            fh = open(lock_path, "a+")
+        except OSError as e:
+            raise StoreError(f"{self.dir}/ cannot be written here ({(e.strerror or str(e))}"
+                             "): ingest as a user who may write it, or into another --index "
+                             "folder; the index is unchanged") from None
+        with fh:
             deadline = time.monotonic() + wait_s
+            told = False
             while True:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if notify is not None and not told:
+                        notify(f"{self.dir}/ is being written by another rag process; waiting "
+                               f"up to {wait_s:g} s for it to finish")
+                        told = True
                     if time.monotonic() >= deadline:
                         raise IndexLocked(
                             f"{self.dir}/ is being written by another rag process; wait for it "
@@ -387,8 +460,11 @@ class Store:
             _next_generation(db)
 
     def _write_manifest_file(self) -> None:
-        _atomic_write(self.dir / "manifest.json",
-                      json.dumps(self.manifest().as_json(), indent=2).encode())
+        try:
+            _atomic_write(self.dir / "manifest.json",
+                          json.dumps(self.manifest().as_json(), indent=2).encode())
+        except OSError:
+            pass  # the copy for people (a full disk, a read-only folder); SQLite holds the truth
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -626,8 +702,11 @@ class Store:
             faiss.write_index(index, str(tmp))
             os.replace(tmp, path)
             _atomic_write(self.dir / (FAISS_NAME + ".generation"), str(generation).encode())
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a read-only index still answers from memory
+        except (OSError, RuntimeError):  # faiss says RuntimeError for a full disk
+            try:
+                tmp.unlink(missing_ok=True)  # a read-only index still answers from memory
+            except OSError:
+                pass
 
     def refresh(self) -> None:
         """Bring the FAISS file and the postings up to the committed state (after a write, so
@@ -851,8 +930,15 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        except OSError:
+            pass
+        raise

@@ -201,3 +201,87 @@ def build_hostile_corpus(folder: Path) -> tuple[set[str], dict[str, str]]:
     os.symlink("/dev/zero", folder / "zeros.txt")
     refused[str(folder / "zeros.txt")] = "not a regular file"
     return good, refused
+
+
+def shared_stream_pdf(n_pages: int = 40, n_ops: int = 200_000) -> bytes:
+    """A small PDF whose pages all draw one compressed content stream of n_ops text
+    operations: each page's extraction parses the whole stream (seconds a page)."""
+    import zlib
+
+    stream = zlib.compress(b"BT /F1 11 Tf 50 780 Td " + b"(ab) Tj " * n_ops + b"ET", 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream +
+               b"\nendstream"]
+    kids = []
+    for _ in range(n_pages):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                       b"/Resources << /Font << /F1 3 0 R >> >> /Contents 4 0 R >>")
+        kids.append(len(objects))
+    objects[1] = (b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) +
+                  b"] /Count %d >>" % len(kids))
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for off in offsets:
+        out.write(b"%010d 00000 n \n" % off)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+def nested_tags_html(n_bytes: int) -> bytes:
+    """Unclosed nested inline tags: a parse tree as deep as the file is long."""
+    return b"<html><body>" + b"<b><i>x" * (n_bytes // 7) + b"</body></html>"
+
+
+def inflating_docx(xml_bytes: int = 20 * 2**20) -> bytes:
+    """A .docx whose document.xml is xml_bytes of one repeated paragraph: ~100 KB packed."""
+    para = b"<w:p><w:r><w:t>All work and no play.</w:t></w:r></w:p>"
+    head = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w='
+            b'"http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+    body = para * (xml_bytes // len(para))
+    out = io.BytesIO()
+    base = zipfile.ZipFile(io.BytesIO(docx_bytes(["x"])))
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info in base.infolist():
+            data = base.read(info.filename)
+            if info.filename == "word/document.xml":
+                data = head + body + b"</w:body></w:document>"
+            z.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED,
+                       compresslevel=9)
+    return out.getvalue()
+
+
+def surrogate_pdf_bytes(text: str = "The ferry A leaves at noon.") -> bytes:
+    """A one-page PDF whose font's ToUnicode map sends "A" to U+D800, a lone surrogate: what
+    pypdf extracts cannot be written as UTF-8."""
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /X def "
+            b"1 begincodespacerange <00> <FF> endcodespacerange 1 beginbfchar <41> <D800> "
+            b"endbfchar endcmap CMapName currentdict /CMap defineresource pop end end")
+    content = b"BT /F1 11 Tf 50 780 Td (" + text.encode("latin-1") + b") Tj ET"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+               b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+               b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+               b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream"]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for off in offsets:
+        out.write(b"%010d 00000 n \n" % off)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()
