@@ -183,7 +183,7 @@ def test_damaged_database_is_refused_with_the_fix(tmp_path, seed_copy):
     for extra in ("-wal", "-shm"):
         Path(str(db) + extra).unlink(missing_ok=True)
     db.write_bytes(b"this is not an SQLite file at all" * 100)
-    with pytest.raises(StoreError, match="move it away"):
+    with pytest.raises(StoreError, match="is damaged.*new --index folder"):
         open_store(settings)
 
 
