@@ -35,7 +35,8 @@ def load_squad():
             for qa in para["qas"]:
                 questions.append({"index": len(questions), "id": qa["id"],
                                   "question": qa["question"],
-                                  "answers": [a["text"] for a in qa["answers"]], "doc": pid})
+                                  "answers": [a["text"] for a in qa["answers"]], "doc": pid,
+                                  "starts": [a["answer_start"] for a in qa["answers"]]})
     return paragraphs, questions
 
 

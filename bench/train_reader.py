@@ -36,17 +36,10 @@ RESULTS = ROOT / "bench" / "results_reader.json"
 
 
 def squad():
-    data = json.loads(DATA.read_text(encoding="utf-8"))
-    paragraphs, questions = [], []
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            pid = f"p{len(paragraphs):04d}"
-            paragraphs.append((pid, para["context"]))
-            for qa in para["qas"]:
-                questions.append({"index": len(questions), "question": qa["question"],
-                                  "answers": [a["text"] for a in qa["answers"]],
-                                  "starts": [a["answer_start"] for a in qa["answers"]],
-                                  "doc": pid})
+    """SQuAD dev's paragraphs by id, and its questions with their answers' offsets."""
+    from bench.squad import load_squad
+
+    paragraphs, questions = load_squad()
     return dict(paragraphs), questions
 
 

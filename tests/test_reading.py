@@ -1,8 +1,8 @@
-from pathlib import Path
 
 import pytest
 
-from rag.citations import markers, unresolved
+from rag.citations import markers
+from tests.test_answer import _check_citations
 
 
 @pytest.fixture(scope="module")
@@ -13,13 +13,6 @@ def reading(seed_settings):
     a = Answerer(seed_settings.with_(reader=True))
     yield a
     a.close()
-
-
-def _check_citations(answer):
-    assert not unresolved(answer.answer, answer.citations)
-    for c in answer.citations:
-        text = Path(c.source).read_text(encoding="utf-8")
-        assert text[c.start:c.end] == c.text
 
 
 @pytest.mark.parametrize("question,expected", [
