@@ -25,6 +25,7 @@ import numpy as np
 
 from rag import evidence as ev
 from rag.config import Settings
+from rag.display import fit_question
 from rag.embedder import Embedder
 from rag.errors import RagError
 from rag.ingest import open_store
@@ -139,7 +140,7 @@ class Answerer:
     def ask(self, question: str, k: int | None = None, *,
             on_token: Callable[[str], None] | None = None) -> Answer:
         t0 = time.perf_counter()
-        question = question.strip()
+        question = fit_question(question.strip())  # chat and eval too, not only the CLI
         wanted = instruction(question)
         if wanted is not None:  # "Summarize ...": a request for a briefing, not a question
             return self.briefing(question, wanted)

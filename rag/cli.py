@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from rag.config import Settings
-from rag.display import json_text, no_surrogates, printable
+from rag.display import MAX_QUESTION_CHARS, fit_question, json_text, no_surrogates, printable
 from rag.errors import RagError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,11 +66,6 @@ def _fail(err: Exception, index: Path | None = None) -> None:
 FAILURES = (RagError, sqlite3.Error, OSError)
 
 
-# A question is cut to this many characters before anything reads it: a page pasted as the
-# question (125 KB took 33 s) asks nothing its first few hundred words do not.
-MAX_QUESTION_CHARS = 8_000
-
-
 def _question(text: str) -> str:
     """A question as typed, made fit to search: not empty (a usage error), invalid UTF-8 as
     U+FFFD, and at most MAX_QUESTION_CHARS (cut at a word, with a note on standard error)."""
@@ -78,8 +73,7 @@ def _question(text: str) -> str:
     if not text.strip():
         raise UsageError("the question is empty: ask something, e.g. rag ask \"Who won?\"")
     if len(text) > MAX_QUESTION_CHARS:
-        cut = text.rfind(" ", 0, MAX_QUESTION_CHARS + 1)
-        text = text[:cut if cut > MAX_QUESTION_CHARS // 2 else MAX_QUESTION_CHARS]
+        text = fit_question(text)
         typer.echo(f"rag: the question was cut to its first {len(text):,} characters "
                    f"(at most {MAX_QUESTION_CHARS:,} are read)", err=True)
     return text

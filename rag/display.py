@@ -89,3 +89,17 @@ def path_of(name: str) -> str:
         return chr(0xDC00 + int(c[1:], 16)) if c.startswith("x") else c
 
     return _NAME_ESCAPE.sub(unescape, name)
+
+
+# A question is read up to this many characters, cut at a word: a page pasted as a question
+# (125 KB took 33 s) asks nothing its first few hundred words do not.
+MAX_QUESTION_CHARS = 8_000
+
+
+def fit_question(text: str) -> str:
+    """`text` as a question is read (`rag ask`, `search`, `chat`, `eval` alike): at most
+    MAX_QUESTION_CHARS, cut at a word."""
+    if len(text) <= MAX_QUESTION_CHARS:
+        return text
+    cut = text.rfind(" ", 0, MAX_QUESTION_CHARS + 1)
+    return text[:cut if cut > MAX_QUESTION_CHARS // 2 else MAX_QUESTION_CHARS]

@@ -244,3 +244,15 @@ def test_short_style_answers_beside_what_is_asked(seed_settings, question, expec
         _check_citations(ans)
     finally:
         a.close()
+
+
+def test_a_page_pasted_as_a_question_is_read_to_its_first_words(answerer):
+    # chat and eval ask through Answerer.ask, not the CLI: the cut is made there too
+    from rag.display import MAX_QUESTION_CHARS
+
+    question = "How many North Korean personnel have been deployed to Russia? " + \
+        "and more words " * 5_000
+    a = answerer.ask(question)
+    assert len(a.question) <= MAX_QUESTION_CHARS
+    assert question.startswith(a.question)
+    assert question[len(a.question)] == " "  # cut at a word
