@@ -41,21 +41,7 @@ def pdf_bytes(pages: list[str], title: str | None = None) -> bytes:
                               b" ".join(b"%d 0 R" % k for k in kids) +
                               b"] /Count %d >>" % len(kids))
     info = add(b"<< /Title (" + title.encode("latin-1") + b") >>") if title else None
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for off in offsets:
-        out.write(b"%010d 00000 n \n" % off)
-    trailer = b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, catalog)
-    if info:
-        trailer += b" /Info %d 0 R" % info
-    out.write(b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref)
-    return out.getvalue()
+    return _pdf_file(objects, catalog, info, b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
 
 
 def encrypted_pdf_bytes(pages: list[str], user_password: str, owner_password: str) -> bytes:
@@ -220,19 +206,7 @@ def shared_stream_pdf(n_pages: int = 40, n_ops: int = 200_000) -> bytes:
         kids.append(len(objects))
     objects[1] = (b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) +
                   b"] /Count %d >>" % len(kids))
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for off in offsets:
-        out.write(b"%010d 00000 n \n" % off)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
-    return out.getvalue()
+    return _pdf_file(objects)
 
 
 def nested_tags_html(n_bytes: int) -> bytes:
@@ -272,8 +246,15 @@ def surrogate_pdf_bytes(text: str = "The ferry A leaves at noon.") -> bytes:
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
                b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
                b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream"]
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[bytes], root: int = 1, info: int | None = None,
+              header: bytes = b"%PDF-1.4\n") -> bytes:
+    """A PDF file of these objects (numbered from 1; `root` the catalog's number, `info` the
+    document information's) with its cross-reference table."""
     out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
+    out.write(header)
     offsets = []
     for i, body in enumerate(objects, 1):
         offsets.append(out.tell())
@@ -282,6 +263,8 @@ def surrogate_pdf_bytes(text: str = "The ferry A leaves at noon.") -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for off in offsets:
         out.write(b"%010d 00000 n \n" % off)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
+    trailer = b"<< /Size %d /Root %d 0 R" % (len(objects) + 1, root)
+    if info:
+        trailer += b" /Info %d 0 R" % info
+    out.write(b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref)
     return out.getvalue()
