@@ -278,8 +278,8 @@ class Answerer:
         if gap is not None and ev.fits_kind(chosen.text[gap[0]:gap[1]], kind):
             # what the sentence puts between two words the question keeps together ("grow [its
             # nuclear weapons stockpile] as a deterrent") is what the question left out, in
-            # place of the model's words (seeds q38: "perceived threats" before). Short style
-            # only: the quote style's answers were not measured with it.
+            # place of the model's words. Short style only: the quote style's answers were not
+            # measured with it.
             verification["answer_gap"] = chosen.text[gap[0]:gap[1]]
             if span is not None and span[0] < gap[1] and gap[0] < span[1]:
                 return chosen.text[gap[0]:gap[1]], "generated"
@@ -334,10 +334,9 @@ class Answerer:
         if head_words:
             runs = [r for r in runs if r[3] is not None and r[3] <= FOCUS_REACH] or runs
         # asked what kind of thing, a run of names alone ("Ukraine" for the types of weapons
-        # supplied) names a place or a party, not a kind: when other runs fit, those are chosen.
-        # Seeds q23 chose "Ukraine" with flash attention on (41 of 44 right), "ballistic
-        # missiles" with it off; with the rule both (42 of 44); SQuAD even-300 and odd-200
-        # unchanged (two kind questions there, neither answered by names alone)
+        # supplied) names a place or a party, not a kind: when other runs fit, those are chosen
+        # (SQuAD even-300 and odd-200 unchanged: two kind questions there, neither answered by
+        # names alone)
         if qualifier:
             runs = [r for r in runs if not ev.names_only(chosen.text, r[1], r[2])] or runs
         best = max(runs, default=None)

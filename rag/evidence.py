@@ -631,8 +631,7 @@ def answer_slot(question: str, sentence: str, max_words: int = 8) -> tuple[int, 
     -> "great patriots". The run starts after the same preposition at most two words after the
     same word, and ends at a clause break, quotation mark or the next preposition; None when
     the sentence has no such place or what stands there the question already says.
-    SQuAD even-1000: 24 questions answered so, the slot holding the answer in 14; seeds: q20
-    "great patriots" (the model said "hero") and q22 "Russia" right."""
+    SQuAD even-1000: 24 questions answered so, the slot holding the answer in 14."""
     slots = dangling(question)
     if not slots:
         return None
@@ -721,8 +720,8 @@ def answer_gap(question: str, sentence: str, max_words: int = 8) -> tuple[int, i
     exact against 4 (it keeps out "What persons were not allowed to settle in New France?"
     -> "non-Catholics"); pairs in a relative clause of the question too: 13 fired, 9 exact
     against 5, but SQuAD even-300 F1 44.84 -> 44.51 ("appear" for "... where former students
-    went on to play or coach in a Super Bowl?"). As kept: seeds q38 right (43 of 44); SQuAD
-    even-300 and odd-200 (held out) fire once each, right as the model was, EM/F1 unchanged."""
+    went on to play or coach in a Super Bowl?"). As kept: SQuAD even-300 and odd-200 (held
+    out) fire once each, right as the model was, EM/F1 unchanged."""
     pairs = gaps(question)
     if not pairs or asks_kind_of(question):
         return None
