@@ -57,13 +57,12 @@ class Reader:
 
     def __init__(self, base: MiniLM, weights: Path = WEIGHTS):
         import torch
-        from safetensors.torch import load_file
 
         from rag.minilm import TorchMiniLM
 
         if not weights.exists():
             raise RagError(f"{weights}: the reader's weights are missing (run `make train`)")
-        tensors = load_file(str(weights))
+        tensors = load_adapter(weights)
         meta = _metadata(weights)
         scale = float(meta.get("scale", 1.0))
         merged = copy.copy(base)
@@ -247,7 +246,7 @@ class ReaderModel:
 
 
 def save_adapter(model: ReaderModel, path: Path, recipe: dict) -> None:
-    """The adapters, biases, norms and head in bfloat16-free float16 safetensors (the base
+    """The adapters, biases, norms and head as safetensors (the base
     encoder's weights are not copied: they come with the embedding model's package)."""
     import torch
     from safetensors.torch import save_file
@@ -263,10 +262,27 @@ def save_adapter(model: ReaderModel, path: Path, recipe: dict) -> None:
     for k, n in enumerate(model.norms):
         i, j = divmod(k, per_layer)
         tensors[f"norm.{i}.{j}"] = n
-    # LoRA factors in float16 (their product is what matters, and it keeps ~3 digits);
-    # norms, biases and the head in float32, where small shifts move every logit
-    out = {k: (v.detach().to(torch.float16) if k.startswith("lora.") else
-               v.detach().to(torch.float32)).contiguous() for k, v in tensors.items()}
+    # LoRA factors in int8, a float32 scale a row (the file stays under 2 MB); norms, biases
+    # and the head in float32, where small shifts move every logit
+    out: dict = {}
+    for k, v in tensors.items():
+        v = v.detach().to(torch.float32)
+        if k.startswith("lora."):
+            scale = v.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+            out[k] = torch.round(v / scale).to(torch.int8).contiguous()
+            out[k + ".scale"] = scale.contiguous()
+        else:
+            out[k] = v.contiguous()
     tmp = path.with_suffix(".tmp")
     save_file(out, str(tmp), metadata={"recipe": json.dumps({**recipe, "scale": model.scale})})
     tmp.replace(path)
+
+
+def load_adapter(path: Path) -> dict:
+    """The tensors `save_adapter` wrote, in float32 (the LoRA factors multiplied back by their
+    row scales)."""
+    from safetensors.torch import load_file
+
+    raw = load_file(str(path))
+    return {k: v.float() * raw[k + ".scale"] if k + ".scale" in raw else v.float()
+            for k, v in raw.items() if not k.endswith(".scale")}

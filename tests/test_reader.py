@@ -73,11 +73,10 @@ def test_merged_weights_compute_what_the_training_model_computed(base, reader):
     """The adapters merged into the encoder at load give the logits the training model gives
     with the adapters apart (bench/train_reader.py trains the latter)."""
     import torch
-    from safetensors.torch import load_file
 
-    from rag.reader import ReaderModel
+    from rag.reader import ReaderModel, load_adapter
 
-    saved = load_file(str(WEIGHTS))
+    saved = load_adapter(WEIGHTS)
     model = ReaderModel(base, rank=saved["lora.0.0.a"].shape[0])
     with torch.no_grad():
         for k, (a, b) in enumerate(model.lora):
