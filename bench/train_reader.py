@@ -130,9 +130,10 @@ def batches(items, size: int, rng: random.Random):
 def train(args) -> None:
     import torch
 
-    from rag.reader import READER_BASE, ReaderModel, load_base, save_adapter
+    from rag.reader import READER_BASE, ReaderModel, load_adapter, load_base, save_adapter
     from rag.registry import resolve_embedding
 
+    out = Path(args.weights)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
@@ -149,6 +150,8 @@ def train(args) -> None:
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer)",
           file=sys.stderr)
     model = ReaderModel(base, rank=args.rank, train=True)
+    if args.init:  # go on from a trained adapter (a second stage, with its own seed and rate)
+        model.load(load_adapter(Path(args.init)))
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {sum(p.numel() for p in params):,}", file=sys.stderr)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -178,23 +181,23 @@ def train(args) -> None:
                       f"{el / 60:.1f} min, {step * args.batch / el:.1f} ex/s", file=sys.stderr,
                       flush=True)
         # each epoch's adapter is written as it ends: a stopped run leaves a usable one
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        save_adapter(model, OUT, {"rank": args.rank, "seed": args.seed,
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_adapter(model, out, {"rank": args.rank, "seed": args.seed,
                                   "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
                                   "batch": args.batch, "questions": len(train_qs),
-                                  "examples": len(items)})
+                                  "examples": len(items), "init": args.init})
     train_s = time.perf_counter() - t_start
-    digest = hashlib.sha256(OUT.read_bytes()).hexdigest()
-    (OUT.parent / "reader.sha256").write_text(f"{digest}  {OUT.name}\n")
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) in "
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) in "
           f"{train_s / 60:.1f} min", file=sys.stderr)
     results = _load_results()
-    results["train"] = {"questions": len(train_qs), "examples": len(items),
+    results["train_continued" if args.init else "train"] = {"questions": len(train_qs), "examples": len(items),
                         "with_answer": n_pos, "minutes": round(train_s / 60, 1),
                         "cpu": _cpu(), "threads": args.threads, "bf16": args.bf16,
                         "sha256": digest, **{k: getattr(args, k) for k in
                                              ("rank", "epochs", "lr", "batch", "seed",
-                                              "max_len", "negatives")}}
+                                              "max_len", "negatives", "init")}}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -223,7 +226,8 @@ def calibrate(args) -> None:
     settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
     store, embedder = open_store(settings)
     retriever = Retriever(store, embedder, "hybrid")
-    reader = Reader(embedder.minilm())
+    weights = Path(args.weights)
+    reader = Reader(embedder.minilm(), weights)
     right, wrong, gold_f1, f1_top5, sentence = [], [], [], [], []
     t_read = 0.0
     for q in held:
@@ -278,11 +282,11 @@ def calibrate(args) -> None:
            "read_ms_per_question_top5": round(1000 * t_read / len(held), 1),
            "margins": table, "wrong_rate": args.wrong_rate, "keep": args.keep}
     print(json.dumps(res, indent=2))
-    if not args.quick:
+    if not args.quick and weights.resolve() == OUT.resolve():  # the shipped adapter
         CALIBRATION.write_text(json.dumps({"answer_margin": answer_margin,
                                            "support_margin": support_margin,
                                            "weights_sha256": hashlib.sha256(
-                                               OUT.read_bytes()).hexdigest()}, indent=2) + "\n")
+                                               weights.read_bytes()).hexdigest()}, indent=2) + "\n")
         results = _load_results()
         results["calibration"] = res
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -331,6 +335,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (where native)")
+    p.add_argument("--init", default="", help="an adapter to go on training from")
+    p.add_argument("--weights", default=str(OUT),
+                   help="the adapter: written by train, read by calibrate")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
     args = p.parse_args()
     (calibrate if args.what == "calibrate" else train)(args)

@@ -202,6 +202,22 @@ class ReaderModel:
         torch.nn.init.normal_(self.head.weight, std=0.02)
         torch.nn.init.zeros_(self.head.bias)
 
+    def load(self, tensors: dict) -> None:
+        """Start from the tensors `load_adapter` read (a trained adapter of the same rank)."""
+        import torch
+
+        with torch.no_grad():
+            self.emb_w.copy_(tensors["emb_norm.weight"])
+            self.emb_b.copy_(tensors["emb_norm.bias"])
+            self.head.weight.copy_(tensors["head.weight"])
+            self.head.bias.copy_(tensors["head.bias"])
+            for k, (a, b) in enumerate(self.lora):
+                i, j = divmod(k, 4)
+                a.copy_(tensors[f"lora.{i}.{j}.a"])
+                b.copy_(tensors[f"lora.{i}.{j}.b"])
+                self.biases[k].copy_(tensors[f"bias.{i}.{j}"])
+                self.norms[k].copy_(tensors[f"norm.{i}.{j}"])
+
     def parameters(self):
         yield from (self.emb_w, self.emb_b)
         for a, b in self.lora:
