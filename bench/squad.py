@@ -302,7 +302,7 @@ def main() -> None:
             args.rows.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         if args.save:
             suffix = ("" if args.style == "quote" else f"_{args.style}") + \
-                ("_reader" if settings.reader else "")
+                ("" if settings.reader else "_rules")
             save(f"answers_{args.split}_{res['model']}{suffix}", res)
 
 

@@ -192,31 +192,36 @@ def train(args) -> None:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) in "
           f"{train_s / 60:.1f} min", file=sys.stderr)
     results = _load_results()
-    results["train_continued" if args.init else "train"] = {"questions": len(train_qs), "examples": len(items),
-                        "with_answer": n_pos, "minutes": round(train_s / 60, 1),
-                        "cpu": _cpu(), "threads": args.threads, "bf16": args.bf16,
-                        "sha256": digest, **{k: getattr(args, k) for k in
-                                             ("rank", "epochs", "lr", "batch", "seed",
-                                              "max_len", "negatives", "init")}}
+    # one entry a stage, by the file it wrote
+    results.setdefault("train", {})[out.name] = {
+        "questions": len(train_qs), "examples": len(items), "with_answer": n_pos,
+        "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
+        "bf16": args.bf16, "sha256": digest,
+        **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
+                                         "negatives", "init")}}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def calibrate(args) -> None:
-    """The reader's margins, set on the held-out even questions (index % 20 == 0), each asked
-    over the five passages rag retrieves for it (answerable) and over the first five retrieved
-    passages that hold none of its answers (a question the index cannot answer):
+    """The reader's calibration, set on the held-out even questions (index % 20 == 0), each
+    asked over the five passages rag retrieves for it (answerable) and over the first five
+    retrieved passages that hold none of its answers (a question the index cannot answer):
 
-    - answer_margin: the lowest margin at which at most `--wrong-rate` of the questions asked
-      over wrong passages are answered;
+    - answerability: a logistic model over rag.reading.FEATURES whose target is "the best span
+      is right" (F1 >= 0.5; never so over wrong passages), and its threshold: the lowest chance
+      at which at most `--wrong-rate` of the questions asked over wrong passages are answered;
+    - answer_margin: the same rule on the reader's margin alone (the model's fallback, and the
+      comparison for it);
     - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
       `--keep` of the held-out answers whose span is right still reach.
 
     Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
     from bench.squad import WORK as SQUAD_WORK
+    from bench.squad import prepare
     from rag.evaluate import token_f1
     from rag.ingest import open_store
     from rag.reader import Reader
-    from rag.reading import CALIBRATION, _sentence_around
+    from rag.reading import FEATURES, _sentence_around, features
     from rag.retrieve import Retriever
 
     texts, questions = squad()
@@ -224,72 +229,159 @@ def calibrate(args) -> None:
     if args.quick:
         held = held[:args.quick]
     settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
+    prepare(settings, sorted(texts.items()))
     store, embedder = open_store(settings)
     retriever = Retriever(store, embedder, "hybrid")
     weights = Path(args.weights)
     reader = Reader(embedder.minilm(), weights)
-    right, wrong, gold_f1, f1_top5, sentence = [], [], [], [], []
+
+    def read(question, hits):
+        """The reader's best span over `hits`, its sentence's margin and FEATURES."""
+        spans = reader.read(question, [h.chunk.text for h in hits])
+        best = max((s for per in spans for s in per), key=lambda s: s.margin)
+        text = hits[best.passage].chunk.text
+        a, b = _sentence_around(text, best.start, best.end)
+        alone = reader.read(question, [text[a:b]], top=5)[0]
+        m = [s.margin for s in alone if s.start < best.end - a and best.start - a < s.end]
+        support = max(m, default=None)
+        return best, text, support, features(question, hits, spans, text[a:b], support)
+
+    rows, labels, kinds = [], [], []  # kinds: 1 asked over its retrieved passages, 0 wrong ones
+    gold_f1, f1_top5, sentence = [], [], []
     t_read = 0.0
-    for q in held:
+    for n, q in enumerate(held, 1):
+        if n % 50 == 0:
+            print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
         gold = tuple(q["answers"])
         folded = [_fold(a) for a in gold]
         hits = retriever.search(q["question"], 12)
-        top = hits[:5]
         t0 = time.perf_counter()
-        spans = [s for per in reader.read(q["question"], [h.chunk.text for h in top])
-                 for s in per]
+        best, text, support, feats = read(q["question"], hits[:5])
         t_read += time.perf_counter() - t0
-        best = max(spans, key=lambda s: s.margin)
-        text = top[best.passage].chunk.text
         f1 = token_f1(text[best.start:best.end], gold)
         f1_top5.append(f1)
-        right.append(best.margin)
+        rows.append([feats[f] for f in FEATURES])
+        labels.append(float(f1 >= 0.5))
+        kinds.append(1)
         if f1 >= 0.5:
-            a, b = _sentence_around(text, best.start, best.end)
-            alone = reader.read(q["question"], [text[a:b]], top=5)[0]
-            m = [s.margin for s in alone if s.start < best.end - a and best.start - a < s.end]
-            sentence.append(max(m, default=-99.0))
+            sentence.append(-99.0 if support is None else support)
         g = reader.read(q["question"], [texts[q["doc"]]])[0]
         gold_f1.append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
         negs = [h for h in hits if not any(a in _fold(h.chunk.text) for a in folded)][:5]
         if negs:
-            spans = [s for per in reader.read(q["question"], [h.chunk.text for h in negs])
-                     for s in per]
-            wrong.append(max(s.margin for s in spans))
+            feats = read(q["question"], negs)[3]
+            rows.append([feats[f] for f in FEATURES])
+            labels.append(0.0)
+            kinds.append(0)
     store.close()
-    wrong_sorted = sorted(wrong)
-    cut = int(len(wrong_sorted) * (1 - args.wrong_rate))
-    answer_margin = round(float(wrong_sorted[min(cut, len(wrong_sorted) - 1)]), 3)
+    import numpy as np
+
+    x, y, kind = np.array(rows), np.array(labels), np.array(kinds)
+    margin = x[:, FEATURES.index("margin")]
+    model, cv_chance = _fit_answerability(x, y, args.seed)
+    chance = cv_chance  # held-out-fold chances: what the threshold and the table read
+    threshold = _threshold(chance[kind == 0], args.wrong_rate)
+    answer_margin = round(_threshold(margin[kind == 0], args.wrong_rate), 3)
     sentence_sorted = sorted(sentence)
     support_margin = round(float(sentence_sorted[int(len(sentence_sorted) * (1 - args.keep))]),
                            3)
-    answered = [m >= answer_margin for m in right]
-    table = {}
-    for t in (-2, -1, 0, 1, 2, 3, 4, 5, 6):
-        table[str(t)] = {"answerable_answered": round(sum(m >= t for m in right) / len(right), 3),
-                         "wrong_passages_answered": round(sum(m >= t for m in wrong) / len(wrong),
-                                                          3)}
+    pos_f1 = np.array(f1_top5)
+
+    def policy(score, cut):
+        ans = score[kind == 1] >= cut
+        return {"answerable_answered": round(float(ans.mean()), 3),
+                "wrong_passages_answered": round(float((score[kind == 0] >= cut).mean()), 3),
+                "top5_F1_with_abstention": round(float(100 * (pos_f1 * ans).mean()), 2),
+                "answered_right_of_answered": round(
+                    float((pos_f1[ans] >= 0.5).mean()) if ans.any() else 0.0, 3)}
+
     res = {"held_out_questions": len(held), "cpu": _cpu(),
            "gold_paragraph_F1": round(100 * sum(gold_f1) / len(held), 2),
-           "top5_F1_always_answering": round(100 * sum(f1_top5) / len(held), 2),
-           "top5_F1_with_abstention": round(100 * sum(f for f, a in zip(f1_top5, answered) if a)
-                                            / len(held), 2),
-           "answerable_answered": round(sum(answered) / len(held), 3),
-           "wrong_passages_answered": round(sum(m >= answer_margin for m in wrong) / len(wrong), 3),
-           "answer_margin": answer_margin, "support_margin": support_margin,
+           "top5_F1_always_answering": round(100 * float(pos_f1.mean()), 2),
+           "auc_margin": round(_auc(margin[kind == 1], margin[kind == 0]), 3),
+           "auc_answerability_cv": round(_auc(chance[kind == 1], chance[kind == 0]), 3),
+           "by_margin": {"answer_margin": answer_margin, **policy(margin, answer_margin)},
+           "by_answerability": {"threshold": round(threshold, 4),
+                                **policy(chance, threshold)},
+           "support_margin": support_margin,
            "right_spans_supported_by_sentence": round(
                sum(m >= support_margin for m in sentence) / max(1, len(sentence)), 3),
            "read_ms_per_question_top5": round(1000 * t_read / len(held), 1),
-           "margins": table, "wrong_rate": args.wrong_rate, "keep": args.keep}
+           "answerability_table": {str(t): policy(chance, t)
+                                   for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)},
+           "wrong_rate": args.wrong_rate, "keep": args.keep}
     print(json.dumps(res, indent=2))
-    if not args.quick and weights.resolve() == OUT.resolve():  # the shipped adapter
-        CALIBRATION.write_text(json.dumps({"answer_margin": answer_margin,
-                                           "support_margin": support_margin,
-                                           "weights_sha256": hashlib.sha256(
-                                               weights.read_bytes()).hexdigest()}, indent=2) + "\n")
+    if args.quick:
+        return
+    # beside its adapter: rag/weights/reader.json for the shipped one
+    weights.with_suffix(".json").write_text(json.dumps({
+            "answer_margin": answer_margin, "support_margin": support_margin,
+            "answerability": {**model, "threshold": round(threshold, 4)},
+            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
+            indent=2) + "\n")
+    if weights.resolve() == OUT.resolve():
         results = _load_results()
         results["calibration"] = res
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _fit_answerability(x, y, seed: int, folds: int = 5):
+    """The logistic model on standardised features (L2-regularised, by L-BFGS), and each row's
+    chance from a model fitted without its fold."""
+    import numpy as np
+    import torch
+
+    from rag.reading import FEATURES
+
+    def fit(xs, ys):
+        mean, scale = xs.mean(0), xs.std(0) + 1e-6
+        xt = torch.tensor((xs - mean) / scale, dtype=torch.float64)
+        yt = torch.tensor(ys, dtype=torch.float64)
+        w = torch.zeros(xs.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) \
+                + 1e-3 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return mean, scale, w.detach().numpy(), float(b.detach())
+
+    def apply(m, xs):
+        mean, scale, w, b = m
+        return 1 / (1 + np.exp(-(((xs - mean) / scale) @ w + b)))
+
+    order = np.random.default_rng(seed).permutation(len(y))
+    chance = np.zeros(len(y))
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        chance[test] = apply(fit(x[train], y[train]), x[test])
+    mean, scale, w, b = fit(x, y)
+    model = {"features": list(FEATURES), "mean": [round(float(v), 6) for v in mean],
+             "scale": [round(float(v), 6) for v in scale],
+             "weights": [round(float(v), 6) for v in w], "bias": round(b, 6)}
+    return model, chance
+
+
+def _threshold(negative_scores, wrong_rate: float) -> float:
+    """The lowest score at which at most `wrong_rate` of `negative_scores` reach it."""
+    ordered = sorted(float(v) for v in negative_scores)
+    cut = min(int(len(ordered) * (1 - wrong_rate)), len(ordered) - 1)
+    return ordered[cut] + 1e-9
+
+
+def _auc(pos, neg) -> float:
+    """The chance that a random positive scores above a random negative (ties count half)."""
+    import numpy as np
+
+    pos, neg = np.asarray(pos), np.asarray(neg)
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :])
+                  .sum()) / (len(pos) * len(neg)))
 
 
 def _pad(seqs):

@@ -30,7 +30,7 @@ from rag.embedder import Embedder
 from rag.errors import RagError
 from rag.ingest import open_store
 from rag.llm import LLM, fit_to_context, get_llm
-from rag.reading import Instruction, ReaderPath, briefing, instruction
+from rag.reading import Instruction, ReaderPath, briefing, instruction, reads_as_instructions
 from rag.registry import resolve_llm
 from rag.retrieve import Retriever
 from rag.store import Store
@@ -155,7 +155,7 @@ class Answerer:
         kind = verification["answer_kind"]
 
         passage = next((h.chunk.text for h in hits if h.chunk.chunk_id == chosen.chunk_id), "")
-        if ev.reads_as_instructions(passage):
+        if reads_as_instructions(passage):
             verification["replaced"] = ("the passage reads as instructions to a model: it is "
                                         "quoted whole, never phrased")
             text, method = chosen.text, "extractive"

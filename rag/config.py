@@ -103,17 +103,18 @@ class Settings:
     seed: int = 1234
     temperature: float = 0.0
     max_answer_tokens: int = 48
-    # "short": a short run of the evidence (the model's words found there, or the run it finds
-    # likeliest; the reader's span with RAG_READER=1); "quote": the evidence sentence
+    # "short": the reader's span (with RAG_READER=0: the model's words found in the evidence,
+    # or the run of it the model finds likeliest); "quote": the sentence that holds it
     answer_style: str = "short"
     # Late interaction as a fourth retrieval list (rag.retrieve.late_interaction): off by
     # default, since it costs recall@5 on SQuAD's held-out odd questions (0.978 -> 0.972).
     # RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes (or fills in) the token
     # codes it reads.
     late_interaction: bool = False
-    # The learned reader answers (rag.reading) in place of the evidence rules: RAG_READER=1.
-    # Off by default: docs/answering.md has the numbers that keep it off.
-    reader: bool = False
+    # The learned reader answers (rag.reading). RAG_READER=0 answers with the evidence rules
+    # and the model's phrasing instead (rag.evidence): on questions nobody tuned for they answer
+    # more often and are confidently wrong far more often (docs/answering.md).
+    reader: bool = True
     # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
     # refused by name. A 500-page PDF of 45 lines a page (2 million characters) reads in 4.8 s
     # here at nice 19 on a loaded machine, so 120 s leaves 25x; a PDF whose pages share one

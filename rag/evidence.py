@@ -99,19 +99,6 @@ def rank_sentences(question: str, hits: list[Hit], embedder: Embedder) -> list[S
     return [ranked[i] for i in sorted(range(len(ranked)), key=lambda i: -order[i])]
 
 
-# A passage that talks to a model ("ignore all previous instructions", "System: ...") is
-# evidence of what a document says, never a voice to answer in: it is quoted whole.
-_INSTRUCTIONS = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(previous|prior|above|earlier|all|"
-    r"any)\b[^.]{0,20}\b(instructions?|prompts?|rules|directions)\b"
-    r"|(^|[\s.:;!?])(system|assistant|developer)\s*:"
-    r"|\byou are now\b|\b(system|developer) (prompt|message)\b", re.I)
-
-
-def reads_as_instructions(text: str) -> bool:
-    return _INSTRUCTIONS.search(text) is not None
-
-
 # -- what the documents never speak of -------------------------------------------------------
 
 # Words that shape a question rather than say what it is about: "How many ..." asks for a

@@ -18,9 +18,11 @@ their topic (`instruction`, `briefing`).
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from rag.chunking import split_sentences
 from rag.config import Settings
@@ -28,6 +30,7 @@ from rag.embedder import Embedder
 from rag.errors import RagError
 from rag.reader import READER_BASE, WEIGHTS, Reader, Span, load_base
 from rag.registry import resolve_embedding
+from rag.retrieve import content_words
 from rag.types import Answer, Citation, Hit
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
@@ -61,6 +64,18 @@ _INSTRUCTION = re.compile(
     r")$", re.I | re.S)
 _MARKER = re.compile(r"\[(\d+)\]")
 
+# A passage that talks to a model ("ignore all previous instructions", "System: ...") is
+# evidence of what a document says, never a voice to answer in: it is quoted whole.
+_TALKS_TO_A_MODEL = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(previous|prior|above|earlier|all|"
+    r"any)\b[^.]{0,20}\b(instructions?|prompts?|rules|directions)\b"
+    r"|(^|[\s.:;!?])(system|assistant|developer)\s*:"
+    r"|\byou are now\b|\b(system|developer) (prompt|message)\b", re.I)
+
+
+def reads_as_instructions(text: str) -> bool:
+    return _TALKS_TO_A_MODEL.search(text) is not None
+
 
 @dataclass(frozen=True)
 class Instruction:
@@ -80,19 +95,80 @@ def instruction(question: str) -> Instruction | None:
     return Instruction(topic or None, m.lastgroup in ("topic5", "topic6"))
 
 
+# What the answerability model reads of a question's retrieved passages, as the reader saw them
+FEATURES = ("margin", "span_score", "null", "runner_up", "mean_margin", "agreeing",
+            "similarity", "rank", "overlap", "span_tokens", "sentence_margin")
+_NONE = -20.0  # a margin where there is none to read (a sentence the reader finds nothing in)
+
+
 @dataclass(frozen=True)
-class Calibration:
-    """The reader's margins (span score less no-answer score), set by `make train`."""
-    answer_margin: float  # some retrieved span must beat "no answer" by this to answer
-    support_margin: float  # the span, read in its sentence alone, to be printed as the answer
+class Answerability:
+    """A logistic model over FEATURES: the chance that the reader's best span answers the
+    question, fitted by `make train` on held-out even SQuAD questions asked over the passages
+    rag retrieves for them and over passages that do not hold their answer."""
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float  # answer at or above this chance
+
+    def chance(self, features: dict[str, float]) -> float:
+        z = self.bias + sum(w * (features[f] - m) / s for f, m, s, w in
+                            zip(FEATURES, self.mean, self.scale, self.weights))
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     @classmethod
-    def load(cls) -> Calibration:
+    def from_json(cls, data: dict) -> Answerability:
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"features {data['features']} are not {list(FEATURES)}")
+        return cls(tuple(map(float, data["mean"])), tuple(map(float, data["scale"])),
+                   tuple(map(float, data["weights"])), float(data["bias"]),
+                   float(data["threshold"]))
+
+
+def features(question: str, hits: list[Hit], spans: list[list[Span]], sentence: str,
+             sentence_margin: float | None) -> dict[str, float]:
+    """FEATURES of the reader's reading of `hits` (spans per passage, best first) and of the
+    sentence that holds the best span."""
+    best_of = [per[0] for per in spans if per]
+    best = max(best_of, key=lambda s: s.margin)
+    text = hits[best.passage].chunk.text
+    answer = _fold(text[best.start:best.end])
+    others = sorted((s.margin for s in best_of if s.passage != best.passage), reverse=True)
+    asked = set(content_words(question))
+    said = set(content_words(sentence))
+    return {"margin": best.margin, "span_score": best.score, "null": best.null,
+            "runner_up": others[0] if others else _NONE,
+            "mean_margin": sum(s.margin for s in best_of) / len(best_of),
+            "agreeing": float(sum(_fold(hits[s.passage].chunk.text[s.start:s.end]) == answer
+                                  for s in best_of) - 1),
+            "similarity": hits[best.passage].similarity, "rank": float(best.passage),
+            "overlap": len(asked & said) / max(1, len(asked)),
+            "span_tokens": math.log1p(len(answer.split())),
+            "sentence_margin": _NONE if sentence_margin is None else sentence_margin}
+
+
+def _fold(text: str) -> str:
+    return " ".join("".join(c.lower() if c.isalnum() else " " for c in text).split())
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The reader's margins (span score less no-answer score) and its answerability model, set
+    by `make train`."""
+    answer_margin: float  # with no answerability model: some span must beat "no answer" by it
+    support_margin: float  # the span, read in its sentence alone, to be printed as the answer
+    answerability: Answerability | None = None
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION) -> Calibration:
         try:
-            data = json.loads(CALIBRATION.read_text(encoding="utf-8"))
-            return cls(float(data["answer_margin"]), float(data["support_margin"]))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            model = data.get("answerability")
+            return cls(float(data["answer_margin"]), float(data["support_margin"]),
+                       Answerability.from_json(model) if model else None)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RagError(f"{CALIBRATION}: the reader's calibration is unreadable ({e}); "
+            raise RagError(f"{path}: the reader's calibration is unreadable ({e}); "
                            "`make train` writes it") from e
 
 
@@ -115,29 +191,42 @@ class ReaderPath:
         return self._reader
 
     def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
-        verification: dict = {"answer_margin": self.calibration.answer_margin,
-                              "answerer": "reader"}
-        spans = [s for per in self.reader.read(question, [h.chunk.text for h in hits])
-                 for s in per]
-        best = max(spans, key=lambda s: s.margin, default=None)
-        if best is not None:
-            verification["reader_margin"] = round(best.margin, 3)
-            verification["best_span"] = hits[best.passage].chunk.text[best.start:best.end]
-        if best is None or best.margin < self.calibration.answer_margin:
+        cal = self.calibration
+        verification: dict = {"answerer": "reader"}
+        spans = self.reader.read(question, [h.chunk.text for h in hits])
+        best = max((s for per in spans for s in per), key=lambda s: s.margin, default=None)
+        if best is None:
             verification["reason"] = "no retrieved passage answers it"
             return abstention(question, hits, verification, t0, t1)
         hit = hits[best.passage]
+        span_text = hit.chunk.text[best.start:best.end]
+        verification.update(reader_margin=round(best.margin, 3), best_span=span_text)
         a, b = _sentence_around(hit.chunk.text, best.start, best.end)
         citation = Citation(n=1, source=hit.chunk.source, chunk_id=hit.chunk.chunk_id,
                             text=hit.chunk.text[a:b], start=hit.chunk.start + a,
                             end=hit.chunk.start + b)
-        span_text = hit.chunk.text[best.start:best.end]
-        verification.update(span=span_text, support_margin=self.calibration.support_margin)
         support = self._support(question, citation.text, best.start - a, best.end - a)
         verification["sentence_margin"] = None if support is None else round(support, 3)
-        supported = support is not None and support >= self.calibration.support_margin
+        if cal.answerability is not None:
+            chance = cal.answerability.chance(
+                features(question, hits, spans, citation.text, support))
+            verification.update(answerable_chance=round(chance, 3),
+                                answerable_threshold=cal.answerability.threshold)
+            answers = chance >= cal.answerability.threshold
+        else:
+            verification["answer_margin"] = cal.answer_margin
+            answers = best.margin >= cal.answer_margin
+        if not answers:
+            verification["reason"] = "no retrieved passage answers it"
+            return abstention(question, hits, verification, t0, t1)
+        verification.update(span=span_text, support_margin=cal.support_margin)
+        supported = support is not None and support >= cal.support_margin
         verification["checks"] = {"supported_by_sentence": supported}
-        if _YESNO.match(question):
+        if reads_as_instructions(hit.chunk.text):
+            verification["why_quoted"] = ("the passage reads as instructions to a model: it is "
+                                          "quoted, never answered from")
+            text, method = citation.text, "extractive"
+        elif _YESNO.match(question):
             verification["why_quoted"] = "a yes/no question is answered by quoting the sentence"
             text, method = citation.text, "extractive"
         elif not supported:

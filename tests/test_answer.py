@@ -147,7 +147,7 @@ def test_when_questions_need_a_time_not_a_bare_figure(answerer):
 def test_short_style_answers_with_a_run_of_the_evidence(seed_settings):
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(answer_style="short"))
+    a = Answerer(seed_settings.with_(answer_style="short", reader=False))
     try:
         for question, expected in [
                 ("How many North Korean soldiers have been killed in combat?", "600"),
@@ -189,7 +189,7 @@ def test_short_style_fills_the_gap_the_question_closes(seed_settings):
 
     # seeds q38: the model's likeliest run was "perceived threats"; the sentence says "grow
     # its nuclear weapons stockpile as a deterrent"
-    a = Answerer(seed_settings.with_(answer_style="short"))
+    a = Answerer(seed_settings.with_(answer_style="short", reader=False))
     try:
         ans = a.ask("What has Kim said North Korea will accelerate efforts to grow as a "
                     "deterrent?")
@@ -212,7 +212,7 @@ def test_a_name_no_sentence_gives_is_not_answered(answerer):
 def test_short_style_picks_the_qualifier_of_what_a_kind_question_asks_about(seed_settings):
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(answer_style="short"))
+    a = Answerer(seed_settings.with_(answer_style="short", reader=False))
     try:
         ans = a.ask("What kind of missiles did North Korea test?")
         assert "anti-air" in ans.answer
@@ -234,7 +234,7 @@ def test_short_style_picks_the_qualifier_of_what_a_kind_question_asks_about(seed
 def test_short_style_answers_beside_what_is_asked(seed_settings, question, expected):
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(answer_style="short"))
+    a = Answerer(seed_settings.with_(answer_style="short", reader=False))
     try:
         ans = a.ask(question)
         assert not ans.abstained and ans.method in ("generated", "chosen")

@@ -22,7 +22,11 @@ Q2 = "And how many of them have been killed in combat?"
 
 
 def _env(**extra) -> dict:
-    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAG_THREADS": "1", **extra}
+    """The chat's machinery (follow-ups, streaming, Ctrl-C, the terminal) is tested on the
+    evidence rules' path, whose model streams its words; the reader's chat is in
+    tests/test_reading.py."""
+    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAG_THREADS": "1", "RAG_READER": "0",
+            **extra}
 
 
 def _answers(stdout: str) -> list[str]:
@@ -228,7 +232,7 @@ class _InterruptingTerminal(io.StringIO):
 
 def test_ctrl_c_stops_the_answer_and_the_next_question_is_answered(seed_settings):
     term = _InterruptingTerminal()
-    s = Session(seed_settings, out=term, err=io.StringIO(), tty=True)
+    s = Session(seed_settings.with_(reader=False), out=term, err=io.StringIO(), tty=True)
     try:
         s.run(piped_reader(io.StringIO(f"{Q1}\nWho did Lee Jae Myung meet in Tokyo?\n")))
     finally:

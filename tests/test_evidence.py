@@ -2,6 +2,7 @@
 import pytest
 
 from rag import evidence as ev
+from rag.reading import reads_as_instructions
 
 
 @pytest.mark.parametrize("question,kind", [
@@ -120,7 +121,7 @@ def test_short_answer_grammar_keeps_digit_groups_and_refuses_glued_words():
     ("South Korean officials said the talks would go on.", False),
 ])
 def test_reads_as_instructions(text, instructions):
-    assert ev.reads_as_instructions(text) is instructions
+    assert reads_as_instructions(text) is instructions
 
 
 def test_distance_and_speed_questions_and_what_fits_them():

@@ -34,7 +34,7 @@ def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(reading)
     body = a.answer.rsplit(" [", 1)[0]
     assert body == a.verification["span"]
     assert body in a.citations[0].text and len(body.split()) <= 6
-    assert a.verification["reader_margin"] >= a.verification["answer_margin"]
+    assert a.verification["answerable_chance"] >= a.verification["answerable_threshold"]
     assert a.verification["sentence_margin"] >= a.verification["support_margin"]
     assert a.verification["checks"] == {"supported_by_sentence": True}
 
@@ -45,7 +45,7 @@ def test_reader_abstains_on_an_unrelated_question_and_says_why(reading):
     assert a.citations == ()
     assert a.answer.startswith("The indexed documents do not answer this question")
     assert a.verification["reason"] in a.answer
-    assert a.verification["reader_margin"] < a.verification["answer_margin"]
+    assert a.verification["answerable_chance"] < a.verification["answerable_threshold"]
 
 
 def test_reader_timings_add_up(reading):
@@ -77,17 +77,25 @@ def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
 
 
 def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
+    from dataclasses import replace
+
     from rag.answer import Answerer
     from rag.reading import Calibration, ReaderPath
 
     question = "How many North Korean personnel have been deployed to Russia?"
     base = Calibration.load()
+    assert base.answerability is not None
     strict_support = Answerer(seed_settings.with_(reader=True))
     strict_answer = Answerer(seed_settings.with_(reader=True))
-    strict_support._reading = ReaderPath(strict_support.settings, strict_support.embedder,
-                                         Calibration(base.answer_margin, 1e9))
-    strict_answer._reading = ReaderPath(strict_answer.settings, strict_answer.embedder,
-                                        Calibration(1e9, base.support_margin))
+    margin_only = Answerer(seed_settings.with_(reader=True))
+    strict_support._reading = ReaderPath(
+        strict_support.settings, strict_support.embedder, replace(base, support_margin=1e9))
+    strict_answer._reading = ReaderPath(
+        strict_answer.settings, strict_answer.embedder,
+        replace(base, answerability=replace(base.answerability, threshold=1.01)))
+    # without an answerability model the reader's margin alone decides
+    margin_only._reading = ReaderPath(margin_only.settings, margin_only.embedder,
+                                      Calibration(1e9, base.support_margin))
     try:
         quoted = strict_support.ask(question)
         assert quoted.method == "extractive" and not quoted.abstained
@@ -96,7 +104,12 @@ def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
         assert "does not support" in quoted.verification["why_quoted"]
         refused = strict_answer.ask(question)
         assert refused.abstained and refused.citations == ()
+        assert refused.verification["answerable_chance"] <= 1.0
+        by_margin = margin_only.ask(question)
+        assert by_margin.abstained and by_margin.verification["answer_margin"] == 1e9
+        assert "answerable_chance" not in by_margin.verification
     finally:
+        margin_only.close()
         strict_support.close()
         strict_answer.close()
 
@@ -155,3 +168,25 @@ def test_asked_where_the_sources_disagree_the_conflicts_come_first(answerer):
     first = a.answer.splitlines()[0]
     assert len(markers(first)) >= 2  # a conflict cites both sides
     _check_citations(a)
+
+
+def test_chat_answers_with_the_reader_and_briefs_on_what_it_was_about(seed_settings):
+    """`rag chat` on the default path: a question answered by the reader's span, cited; then
+    "summarize that" is a briefing on what the conversation was about."""
+    import io
+
+    from rag.chat import Session, piped_reader
+
+    out = io.StringIO()
+    s = Session(seed_settings, out=out, err=io.StringIO())
+    try:
+        s.run(piped_reader(io.StringIO(
+            "How many North Korean personnel have been deployed to Russia?\nsummarize that\n")))
+    finally:
+        s.close()
+    first, second = (t.answer for t in s.conversation.turns)
+    assert first.method in ("reader", "extractive") and "15,000" in first.answer
+    assert markers(first.answer) == [1]
+    assert second.method == "briefing" and second.verification["topic"]
+    assert "Russia" in second.verification["topic"] or "North" in second.verification["topic"]
+    assert out.getvalue().count("Sources:") == 2
