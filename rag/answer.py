@@ -106,6 +106,8 @@ class Answerer:
                            f"{', '.join(ANSWER_STYLES)}")
         self.settings = settings
         self.model_name = model or settings.model
+        if self.model_name:  # a model asked for by name or path is found now, used or not
+            resolve_llm(self.model_name, settings)
         self.thresholds = thresholds or Thresholds()
         self.store: Store
         self.embedder: Embedder

@@ -78,6 +78,10 @@ def format_passages(a: Answer) -> str:
 DEFAULT_STYLE = "quote"
 
 
+# What a request's topic is when it means the conversation so far ("summarize that")
+_BACK = ANAPHORA | {"that", "all", "of", "everything", "so", "far"}
+
+
 class ChatAnswerer(Answerer):
     """The ask pipeline, searching with the standalone query while the answer is phrased and
     checked against the user's own question."""
@@ -94,7 +98,7 @@ class ChatAnswerer(Answerer):
         standalone query itself."""
         wanted = instruction(rewrite.question)
         if wanted is not None and rewrite.rewritten and (
-                wanted.topic is None or set(wanted.topic.lower().split()) <= ANAPHORA):
+                wanted.topic is None or set(wanted.topic.lower().split()) <= _BACK):
             # "summarize that": the briefing is on what the conversation was about
             carried = rewrite.query.partition("? (")[2].rstrip(")").strip() or None
             return self.briefing(rewrite.question, Instruction(carried, wanted.conflicts_first))

@@ -82,17 +82,22 @@ def test_ask_json_abstains(seed_settings):
 
 
 def test_ask_prints_answer_and_sources(seed_settings):
-    r = _run("ask", "Who did Lee Jae Myung meet in Tokyo?", "--index", seed_settings.index_dir)
+    r = _run("ask", "How many North Korean personnel have been deployed to Russia?", "--index",
+             seed_settings.index_dir)
     assert r.exit_code == 0
     assert "[1]" in r.stdout and "Sources:" in r.stdout and "seeds" in r.stdout
 
 
 def test_ask_style_short_and_a_wrong_style(seed_settings):
-    q = "How many North Korean soldiers have been killed in combat?"
+    q = "How many North Korean personnel have been deployed to Russia?"
     r = _run("ask", q, "--json", "--style", "short", "--index", seed_settings.index_dir)
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert "600" in data["answer"] and len(data["answer"].split()) <= 7
+    assert "15,000" in data["answer"] and len(data["answer"].split()) <= 7
+    r = _run("ask", q, "--json", "--style", "quote", "--index", seed_settings.index_dir)
+    quoted = json.loads(r.stdout)
+    assert quoted["answer"] == f"{quoted['citations'][0]['text']} [1]"
+    assert len(quoted["answer"].split()) > len(data["answer"].split())
     r = _run("ask", q, "--style", "long", "--index", seed_settings.index_dir)
     assert r.exit_code == 2 and "long" in r.stderr
 
