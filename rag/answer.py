@@ -1,18 +1,22 @@
-"""The ask job: question -> retrieved passages -> the evidence sentence -> a short answer the
-model phrases -> verification against that sentence -> an Answer whose [n] quotes its source.
+"""The ask job. By default the learned reader answers (rag.reading.ReaderPath): question ->
+retrieved passages -> the reader's best span, its answerability and its sentence's support ->
+an Answer whose [n] quotes its source, or an abstention that says why.
 
-The model only phrases. A grammar keeps it to 16 words on one line; what it says is then
-located in the evidence sentence, and the answer printed is that run of the sentence's own words
-(so it is in the cited passage by construction). When the model's words are not in the
-evidence, the evidence sentence itself is quoted instead (of a long one, the clauses that
-answer), and the JSON says so; with the "short" answer style the model instead chooses the run
-of the evidence it finds likeliest. When no passage is close enough to the question, none holds
-the kind of answer asked for, the question turns on a word no document mentions, or the best
-sentence says the thing asked for was not disclosed, it abstains and says why.
+With RAG_READER=0 the evidence rules answer instead (kept to be measured against; on questions
+nobody tuned for they are confidently wrong far more often, docs/answering.md): question ->
+retrieved passages -> the evidence sentence -> a short answer the model phrases -> verification
+against that sentence. The model only phrases. A grammar keeps it to 16 words on one line; what
+it says is then located in the evidence sentence, and the answer printed is that run of the
+sentence's own words (so it is in the cited passage by construction). When the model's words
+are not in the evidence, the evidence sentence itself is quoted instead (of a long one, the
+clauses that answer), and the JSON says so; with the "short" answer style the model instead
+chooses the run of the evidence it finds likeliest. When no passage is close enough to the
+question, none holds the kind of answer asked for, the question turns on a word no document
+mentions, or the best sentence says the thing asked for was not disclosed, it abstains and says
+why.
 
 Requests that are not questions ("Summarize ...", "What do the sources disagree on?") get a
-cited briefing on their topic (rag.reading.briefing). With RAG_READER=1 the learned reader
-answers instead of this path (rag.reading.ReaderPath).
+cited briefing on their topic (rag.reading.briefing) in either path.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ class Answerer:
 
     @property
     def reading(self) -> ReaderPath:
-        """The learned reader's path (RAG_READER=1), loaded on first use."""
+        """The learned reader's path (the default), loaded on first use."""
         if self._reading is None:
             self._reading = ReaderPath(self.settings, self.embedder)
         return self._reading

@@ -1,14 +1,14 @@
-"""The learned reader's answer path (RAG_READER=1) and the requests that are not questions.
+"""The reader's answer path (the default; RAG_READER=0 answers with rag.evidence's rules) and the
+requests that are not questions.
 
-With the reader on, rag.answer.Answerer hands each question here: the learned reader
-(rag.reader) scores every span of every retrieved passage against the passage's "no answer
-here" score; rag answers only when some span beats it by the margin calibrated on SQuAD even
-questions paired with passages that do not hold their answer (rag/weights/reader.json, written
-by `make train`), and otherwise abstains and says so. The support check reads the question
-against the cited sentence alone: the span is printed only when, there too, it beats "no
-answer" by the calibrated support margin; otherwise the sentence is quoted, and the JSON says
-so and why. It is off by default: measured in docs/answering.md, it does not yet answer as many
-questions right as the default path.
+rag.answer.Answerer hands each question here: the learned reader (rag.reader) scores every span
+of every retrieved passage against the passage's "no answer here" score, and a logistic model
+over that reading (`Answerability`, fitted by `make train` on held-out even SQuAD questions
+asked over the passages retrieved for them and over passages that do not hold their answer)
+gives the chance that the best span answers. Below its calibrated threshold rag abstains and
+says so. The support check reads the question against the cited sentence alone: the span is
+printed only when, there too, it beats "no answer" by the calibrated support margin; otherwise
+the sentence is quoted, and the JSON says so and why. Numbers: docs/answering.md.
 
 Instructions ("Summarize ...", "Tell me about ...", "What do the sources disagree on?") are not
 questions: whichever path answers, they are answered by the briefing machinery (rag.brief) on

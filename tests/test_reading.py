@@ -7,7 +7,7 @@ from tests.test_answer import _check_citations
 
 @pytest.fixture(scope="module")
 def reading(seed_settings):
-    """An Answerer with the learned reader on (RAG_READER=1)."""
+    """An Answerer on the default path, the learned reader."""
     from rag.answer import Answerer
 
     a = Answerer(seed_settings.with_(reader=True))
