@@ -190,3 +190,28 @@ def test_chat_answers_with_the_reader_and_briefs_on_what_it_was_about(seed_setti
     assert second.method == "briefing" and second.verification["topic"]
     assert "Russia" in second.verification["topic"] or "North" in second.verification["topic"]
     assert out.getvalue().count("Sources:") == 2
+
+
+def test_a_calibration_for_other_features_is_refused_by_name(tmp_path):
+    import json
+
+    from rag.errors import RagError
+    from rag.reading import CALIBRATION, Calibration
+
+    data = json.loads(CALIBRATION.read_text(encoding="utf-8"))
+    model = data["answerability"]
+    assert Calibration.load().answerability.threshold == model["threshold"]
+    data["answerability"] = {**model, "features": model["features"][::-1]}
+    bad = tmp_path / "reader.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(RagError, match="reader.json: the reader's calibration is unreadable"):
+        Calibration.load(bad)
+
+
+def test_the_answerable_chance_rises_with_the_readers_margin():
+    from rag.reading import FEATURES, Calibration
+
+    model = Calibration.load().answerability
+    base = dict(zip(FEATURES, model.mean))
+    low, high = (model.chance({**base, "margin": m, "sentence_margin": m}) for m in (-8.0, 8.0))
+    assert 0.0 < low < high < 1.0
