@@ -31,7 +31,7 @@ def main() -> None:
     from bench.squad import WORK as SQUAD_WORK
     from bench.train_reader import RESULTS, _cpu, _load_results, squad
     from rag.evaluate import token_f1
-    from rag.ingest import open_store
+    from rag.store import open_store
     from rag.llm import get_llm
     from rag.reader import Reader
     from rag.reading import _sentence_around

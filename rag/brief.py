@@ -33,7 +33,7 @@ from rag.chunking import split_sentences
 from rag.citations import strip_markers, verbatim
 from rag.config import Settings
 from rag.display import printable
-from rag.ingest import open_store
+from rag.store import open_store
 from rag.retrieve import STOPWORDS, Retriever
 from rag.types import Briefing, Citation, Point
 

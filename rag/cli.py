@@ -53,7 +53,7 @@ def _fail(err: Exception, index: Path | None = None) -> None:
     """A one-line reason on standard error and the exit code: a project error's own, or for
     an index that failed while in use (a damaged page, a full disk), 1."""
     if not isinstance(err, RagError):
-        from rag.store import describe_error
+        from rag.layout import describe_error
 
         where = index or Path(os.environ.get("RAG_INDEX") or ".rag")
         err = RagError(describe_error(where, err))
@@ -189,7 +189,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
 @app.command()
 def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = False) -> None:
     """Retrieval only: the best passages, no model."""
-    from rag.ingest import open_store
+    from rag.store import open_store
     from rag.retrieve import Retriever
 
     try:

@@ -3,7 +3,8 @@
 import pytest
 
 from rag import lexical
-from rag.ingest import ingest, open_store
+from rag.ingest import ingest
+from rag.store import open_store
 from rag.retrieve import Retriever, content_words
 from rag.store import LEXICAL_NAME
 
@@ -93,7 +94,7 @@ def test_an_unwritable_index_answers_from_memory(fresh_settings, seed_copy, monk
     def refused(path, data):  # as on a read-only folder (the tests may run as root)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("rag.store._atomic_write", refused)
+    monkeypatch.setattr("rag.store.atomic_write", refused)
     store, _ = open_store(fresh_settings)
     assert store.lexical_postings() is not None
     same_as_fts5(store, ["missile", "launch"], 10, 0.5)
@@ -210,7 +211,7 @@ def test_postings_updated_after_a_small_ingest_are_the_ones_built_whole(
 
 
 def test_pool_scores_weigh_words_by_how_few_candidates_hold_them(seed_settings):
-    from rag.ingest import open_store
+    from rag.store import open_store
 
     store, _ = open_store(seed_settings)
     postings = store.lexical_postings()

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.ingest import ingest, open_store
+from rag.ingest import ingest
+from rag.store import open_store
 from rag.retrieve import Retriever, content_words, fuse, rerank_by_sentence, whole_words
 from rag.types import Chunk
 
@@ -184,7 +185,7 @@ def test_whole_words_finds_what_the_word_boundary_pattern_finds():
 
 
 def test_late_interaction_scores_every_candidate_or_none(fresh_settings, seed_copy):
-    from rag.ingest import open_store
+    from rag.store import open_store
     from rag.retrieve import late_interaction
 
     late = fresh_settings.with_(late_interaction=True)
