@@ -559,7 +559,6 @@ def full_search_2k(runs: int, threads: int) -> dict:
 def search_child(index: str, runs: int) -> None:
     from bench.squad import load_squad
     from rag.config import Settings
-    from rag.store import open_store
     from rag.retrieve import (
         CONTEXT_WEIGHT,
         POOL_IDF_WEIGHT,
@@ -567,6 +566,7 @@ def search_child(index: str, runs: int) -> None:
         content_words,
         late_interaction,
     )
+    from rag.store import open_store
 
     _, questions = load_squad()
     qs = [q["question"] for q in questions[1::2][:200]]

@@ -21,7 +21,6 @@ Deterministic for the same index."""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from rag.chunking import split_sentences
-from rag.citations import strip_markers, verbatim
+from rag.citations import verbatim
 from rag.config import Settings
-from rag.display import printable
-from rag.store import open_store
 from rag.retrieve import STOPWORDS, Retriever
+from rag.store import open_store
 from rag.types import Briefing, Citation, Point
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -639,117 +637,3 @@ def as_json(b: Briefing) -> dict:
                       for p in b.conflicts],
         "sources": [{"source": s, "title": t} for s, t in b.sources],
     }
-
-
-def as_markdown(b: Briefing) -> str:
-    """The briefing for a person to read; the documents' words made safe for a terminal
-    (rag.display.printable), names on one line each."""
-    def name(source: str) -> str:
-        return printable(source, one_line=True)
-
-    topic = printable(b.topic, one_line=True) if b.topic else ""
-    lines = [f"# Briefing{': ' + topic if topic else ''}", ""]
-    lines.append(f"{len(b.points)} points from {len(b.sources)} documents.")
-    lines.append("")
-    lines.append("## Key points")
-    for p in b.points:
-        lines.append(f"- {printable(p.text)} "
-                     f"({p.n_sources} source{'s' if p.n_sources != 1 else ''})")
-        claim = strip_markers(p.text)
-        for c in p.citations:
-            quote = "" if c.text == claim else f": “{printable(c.text)}”"
-            lines.append(f"    [{c.n}] {name(c.source)}{quote}")
-    if b.conflicts:
-        lines += ["", "## Where the sources disagree"]
-        for p in b.conflicts:
-            lines.append(f"- {printable(p.text)}")
-            for c in p.citations:
-                lines.append(f"    [{c.n}] {name(c.source)}: “{printable(c.text)}”")
-    lines += ["", "## Sources"]
-    for s, t in b.sources:
-        lines.append(f"- {name(s)}: {printable(t, one_line=True)}")
-    return "\n".join(lines) + "\n"
-
-
-def as_html(b: Briefing) -> str:
-    """One self-contained page: no scripts, fonts or links outside it. Every [n] opens its
-    source and passage on hover or focus, and the passages are also listed under each item."""
-    numbers = {s: k + 1 for k, (s, _) in enumerate(b.sources)}
-
-    def cite(c: Citation, anchor: str) -> str:
-        name = html.escape(Path(c.source).name)
-        return (f'<a class="cite" href="#{anchor}-{c.n}" aria-describedby="{anchor}-{c.n}">'
-                f'[{c.n}]<span class="pop" role="tooltip"><span class="src">{name}</span>'
-                f'<q>{html.escape(c.text)}</q></span></a>')
-
-    def item(p: Point, anchor: str, extra: str = "") -> str:
-        by_n = {c.n: c for c in p.citations}
-        body = re.sub(r"\[(\d+)\]", lambda m: cite(by_n[int(m.group(1))], anchor)
-                      if int(m.group(1)) in by_n else m.group(), html.escape(p.text))
-        body = re.sub(r"((?:<a class=\"cite\".*?</a>)+)", r'<span class="cites">\1</span>', body)
-        claim = strip_markers(p.text)
-        quotes = "".join(
-            f'<li id="{anchor}-{c.n}"><span class="n">[{c.n}]</span> '
-            f'<a class="src" href="#s{numbers.get(c.source, 0)}" '
-            f'title="{html.escape(c.source)}">{html.escape(Path(c.source).name)}</a>'
-            + (' <span class="same">the passage quoted above</span>' if c.text == claim else "")
-            + f'<blockquote{" hidden" if c.text == claim else ""}>{html.escape(c.text)}'
-            '</blockquote></li>' for c in p.citations)
-        return (f'<li class="item" id="{anchor}"><p class="claim">{body}{extra}</p>'
-                f'<ol class="quotes">{quotes}</ol></li>')
-
-    def badge(p: Point) -> str:
-        return f' <span class="badge">{p.n_sources} source{"s" if p.n_sources != 1 else ""}</span>'
-
-    points = "".join(item(p, f"p{k + 1}", badge(p)) for k, p in enumerate(b.points))
-    conflicts = "".join(
-        item(p, f"c{k + 1}", f' <span class="badge warn">{html.escape(getattr(p, "aspect", ""))}'
-             '</span>') for k, p in enumerate(b.conflicts))
-    if not conflicts:
-        conflicts = '<li class="none">No disagreement found between the sources.</li>'
-    sources = "".join(f'<li id="s{numbers[s]}"><code>{html.escape(s)}</code>'
-                      f'<span class="title">{html.escape(t)}</span></li>' for s, t in b.sources)
-    title = "Briefing" + (f": {html.escape(b.topic)}" if b.topic else "")
-    meta = (f"{len(b.points)} points from {len(b.sources)} documents · "
-            f"{len(b.conflicts)} disagreement{'s' if len(b.conflicts) != 1 else ''} · "
-            "every point is quoted verbatim from its sources")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:52rem;
-margin:2rem auto;padding:0 1rem;color:#1f2328;background:#fff}}
-h1{{margin:0 0 .2rem;font-size:1.7rem}} h2{{margin:2rem 0 .6rem;font-size:1.2rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.2rem}}
-.meta{{color:#59636e;margin:0}}
-ol.items{{padding-left:1.4rem}} li.item{{margin:0 0 1rem}} .claim{{margin:0 0 .2rem}}
-.badge{{display:inline-block;font-size:.75rem;padding:0 .45rem;border-radius:1rem;
-background:#ddf4ff;color:#0969da;margin-left:.3rem;white-space:nowrap}}
-.badge.warn{{background:#fff1e5;color:#bc4c00}}
-.cite{{position:relative;color:#0969da;text-decoration:none;font-size:.8em;
-vertical-align:super;margin-left:.1em}}
-.cite:hover,.cite:focus{{text-decoration:underline}} .cites{{white-space:nowrap}}
-.same{{font-style:italic}}
-.pop{{display:none;position:absolute;left:0;top:1.3em;z-index:10;width:26rem;
-max-width:80vw;padding:.5rem .7rem;background:#fff;border:1px solid #d0d7de;border-radius:6px;
-box-shadow:0 4px 12px rgba(0,0,0,.15);color:#1f2328;font-size:.85rem;line-height:1.4;
-vertical-align:baseline;white-space:normal}}
-.cite:hover .pop,.cite:focus .pop{{display:block}}
-.pop .src{{display:block;font:600 .75rem ui-monospace,monospace;color:#59636e}}
-ol.quotes{{list-style:none;margin:.1rem 0 0;padding-left:.4rem;font-size:.85rem;color:#59636e}}
-ol.quotes li{{margin:.15rem 0}} ol.quotes li:target{{background:#fff8c5}}
-.n{{font-weight:600;color:#0969da}} a.src{{font-family:ui-monospace,monospace;color:#59636e}}
-blockquote{{margin:.1rem 0 .3rem 1.6rem;padding-left:.6rem;border-left:3px solid #d0d7de;
-color:#424a53}}
-#sources li{{margin:.2rem 0}} #sources code{{font-size:.8rem}}
-#sources .title{{display:block;color:#59636e;font-size:.85rem}}
-.none{{color:#59636e;list-style:none}}
-</style></head><body>
-<header><h1>{title}</h1><p class="meta">{meta}</p></header>
-<section><h2>Key points</h2><ol class="items" id="points">{points}</ol></section>
-<section><h2>Where the sources disagree</h2><ol class="items" id="conflicts">{conflicts}</ol>
-</section>
-<section><h2>Sources</h2><ol id="sources">{sources}</ol></section>
-</body></html>
-"""

@@ -24,14 +24,30 @@ from rag.chunking import neighbour_contexts
 from rag.config import Settings
 from rag.embedder import Embedder, get_embedder
 from rag.errors import IndexMissing, StoreError
-from rag.layout import (CHUNK_COLUMNS, DB_NAME, FAISS_NAME, FORMAT_VERSION, LEXICAL_NAME,
-                        Manifest, atomic_write, next_generation, pack_vector, stack_sentences,
-                        unpack_vector)
+from rag.layout import (
+    CHUNK_COLUMNS,
+    DB_NAME,
+    FAISS_NAME,
+    FORMAT_VERSION,
+    LEXICAL_NAME,
+    Manifest,
+    atomic_write,
+    next_generation,
+    pack_vector,
+    stack_sentences,
+    unpack_vector,
+)
 from rag.lexical import LEXICAL_MEMORY_MAX, Postings, Tokenizer
 from rag.registry import resolve_embedding
 from rag.types import Chunk, Document
-from rag.vector_index import SentenceIndex, build_index, faiss_module, holds_ids, read_index, \
-    save_index
+from rag.vector_index import (
+    SentenceIndex,
+    build_index,
+    faiss_module,
+    holds_ids,
+    read_index,
+    save_index,
+)
 
 __all__ = ["DB_NAME", "FAISS_NAME", "FORMAT_VERSION", "LEXICAL_NAME", "SENTENCE_SEARCH_MAX",
            "Manifest", "Store", "open_store"]
@@ -45,8 +61,6 @@ SENTENCE_SEARCH_MAX = 50_000
 def open_store(settings: Settings, create: bool = False) -> tuple[Store, Embedder]:
     """The index `settings` name, opened with the embedding model it was (or is to be) built
     with, and that model."""
-    from rag.embedder import get_embedder
-    from rag.registry import resolve_embedding
 
     embedder = get_embedder(resolve_embedding(settings.embedding_model, settings),
                             settings.threads)

@@ -24,9 +24,8 @@ import pytest
 from rag.config import Settings
 from rag.errors import IndexLocked, IndexMissing, StoreError
 from rag.ingest import ingest
-from rag.store import open_store
 from rag.retrieve import Retriever
-from rag.store import DB_NAME
+from rag.store import DB_NAME, open_store
 
 from .conftest import SEEDS
 

@@ -20,8 +20,8 @@ import pytest
 from rag.config import Settings
 from rag.display import source_name
 from rag.ingest import ingest
-from rag.store import open_store
 from rag.loaders import _holds_documents
+from rag.store import open_store
 
 from .make_docs import GOOD_TEXT, docx_bytes, html_page, pdf_bytes, surrogate_pdf_bytes
 

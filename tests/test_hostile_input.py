@@ -111,7 +111,7 @@ def test_search_prints_escapes_and_json_stays_exact(control_index):
 
 
 def test_brief_and_answers_print_escapes(control_index):
-    from rag.chat import format_answer, format_passages
+    from rag.render import answer_text, passages_text
     from rag.types import Answer, Chunk, Citation, Hit
 
     brief = _invoke("brief", "--index", control_index["index"])
@@ -120,7 +120,7 @@ def test_brief_and_answers_print_escapes(control_index):
     cite = Citation(1, "a\x1b[2J.txt", "c1", "40 million\x1b]0;x\x07 euros", 0, 10)
     hit = Hit(1, Chunk("c1", "a\x1b[2J.txt", 0, 10, "text\x1b[2J\r", 3), 1.0)
     answer = Answer("q", "40 million\x1b[2J [1]", False, (cite,), (hit,), {})
-    for text in (format_answer(answer), format_passages(answer)):
+    for text in (answer_text(answer), passages_text(answer)):
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text
 
 

@@ -4,9 +4,8 @@ import pytest
 
 from rag import lexical
 from rag.ingest import ingest
-from rag.store import open_store
 from rag.retrieve import Retriever, content_words
-from rag.store import LEXICAL_NAME
+from rag.store import LEXICAL_NAME, open_store
 
 QUESTIONS = [
     "How many North Korean personnel were killed?",

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from rag.ingest import ingest
-from rag.store import open_store
 from rag.retrieve import Retriever, content_words, fuse, rerank_by_sentence, whole_words
+from rag.store import open_store
 from rag.types import Chunk
 
 
@@ -185,8 +185,8 @@ def test_whole_words_finds_what_the_word_boundary_pattern_finds():
 
 
 def test_late_interaction_scores_every_candidate_or_none(fresh_settings, seed_copy):
-    from rag.store import open_store
     from rag.retrieve import late_interaction
+    from rag.store import open_store
 
     late = fresh_settings.with_(late_interaction=True)
     ingest([seed_copy], late)

@@ -5,8 +5,7 @@ import pytest
 
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing
 from rag.ingest import ingest
-from rag.store import open_store
-from rag.store import FAISS_NAME, FORMAT_VERSION, Store
+from rag.store import FAISS_NAME, FORMAT_VERSION, Store, open_store
 
 
 def test_manifest_describes_the_index(fresh_settings, seed_copy):
