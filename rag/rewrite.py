@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rag.retrieve import STOPWORDS
+from rag.text import STOPWORDS
 
 MODES = ("rules", "llm", "off")
 
