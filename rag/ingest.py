@@ -19,11 +19,11 @@ import numpy as np
 
 from rag.chunking import chunk_document, split_sentences
 from rag.config import Settings
+from rag.discovery import discover
 from rag.display import source_name
 from rag.embedder import Embedder
 from rag.errors import InputRefused
 from rag.layout import pack_sentences, pack_tokens
-from rag.loaders import discover
 from rag.sandbox import Reader
 from rag.store import Store, open_store
 from rag.types import Chunk, Document
