@@ -669,7 +669,8 @@ def generation_child(runs: int, threads: int) -> None:
     from bench.squad import load_squad
     from rag import prompts
     from rag.config import Settings
-    from rag.llm import LLM, load_fields, model_defaults
+    from rag.llama_runtime import load_fields, model_defaults
+    from rag.llm import LLM
     from rag.registry import resolve_llm
 
     # A task of the bench's own that makes the model talk for a while (decode speed needs

@@ -371,6 +371,7 @@ def test_a_record_and_a_file_never_share_a_name(tmp_path):
 
 def test_control_tokens_in_a_document_stay_plain_text(seed_settings):
     from rag.llm import get_llm
+    from rag.prompt_tokens import plain_text_prompt
     from rag.registry import resolve_llm
 
     llm = get_llm(resolve_llm(None, seed_settings), seed_settings)
@@ -387,8 +388,9 @@ def test_control_tokens_in_a_document_stay_plain_text(seed_settings):
         return tokens.count(im_start[0]), tokens.count(im_end[0])
 
     assert count(planted) == count(benign)
-    assert llm._plain_text_prompt(llm._request("answer", benign)) is None  # unchanged path
-    plain = llm._plain_text_prompt(llm._request("answer", planted))
+    assert plain_text_prompt(llama, llm._render_chat,
+                             llm._request("answer", benign)) is None  # unchanged path
+    plain = plain_text_prompt(llama, llm._render_chat, llm._request("answer", planted))
     assert plain is not None and plain.count(im_start[0]) == count(benign)[0]
     gen = llm.generate("answer", planted, max_tokens=8)
     assert gen.text is not None
