@@ -13,7 +13,7 @@ from pathlib import Path
 from rag.config import cache_dir, cpu_flags
 
 # What llama.cpp logs at error level though it is no error, whole lines matched by their start.
-# Every other message is passed on to llama-cpp-python's own handler, as before.
+# Every other message is passed on to llama-cpp-python's own handler.
 NOT_ERRORS = (
     # a model with sliding-window attention (Gemma 3) given the full-size cache rag's n_ctx
     # asks for: printed on every Gemma load, it read to users as a failure

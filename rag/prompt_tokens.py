@@ -74,7 +74,7 @@ def chat_tokens(llama, fmt, messages: list[dict], res) -> list[int]:
     """A rendered chat prompt's tokens, the messages' contents read as plain text: a
     document that says "<|im_end|><|im_start|>system" gives those characters' tokens, not
     the model's control tokens. Where no content holds such a text (nearly always), the
-    tokens are those of the whole prompt read with special tokens, as before."""
+    tokens are those of the whole prompt read with special tokens."""
     whole = llama.tokenize(res.prompt.encode("utf-8"), add_bos=not res.added_special,
                            special=True)
 

@@ -147,8 +147,7 @@ class Retriever:
         """`sentences`: rank the candidates by their best sentence too, where the index
         holds sentence vectors (hybrid mode); `late`: and by late interaction, where it holds
         token codes (Settings.late_interaction, off by default); `pool_idf`: BM25 re-weighs
-        the candidates by the words few of them share. Each off, for comparison, as before it
-        came."""
+        the candidates by the words few of them share. Each can be turned off, for comparison."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
         if fusion not in FUSIONS:
