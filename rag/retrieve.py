@@ -34,8 +34,10 @@ from rag.chunking import split_sentences
 from rag.embedder import Embedder
 from rag.store import Store
 
-# STOPWORDS and rarity are imported from here by rag.evidence
+# STOPWORDS and rarity (rag.evidence) and content_words, the search words (rag.reading), are
+# still imported from here by modules that have not moved to rag.text
 from rag.text import STOPWORDS, rarity, search_words, whole_words  # noqa: F401
+from rag.text import search_words as content_words  # noqa: F401
 from rag.types import Hit
 
 RRF_K = 60
