@@ -466,12 +466,12 @@ def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
     import faiss
     import numpy as np
 
-    from rag import store
+    from rag import vector_index as vi
 
     faiss.omp_set_num_threads(1)  # one query at a time, as `rag ask` searches
     chunks, questions = real_vectors()
-    out: dict = {"threshold_exact_max": store.EXACT_MAX_VECTORS,
-                 "target_recall": store.IVF_TARGET_RECALL,
+    out: dict = {"threshold_exact_max": vi.EXACT_MAX_VECTORS,
+                 "target_recall": vi.IVF_TARGET_RECALL,
                  "queries": f"{len(questions)} real SQuAD dev questions (odd-numbered), "
                             "embedded by all-MiniLM-L6-v2",
                  "synthetic": synthetic.__doc__.split("\n\n")[0].replace("\n", " ").strip()}
@@ -486,9 +486,9 @@ def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
         else:
             _, exact = faiss.knn(questions, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
             np.save(gt_file, exact)
-        kind = store.index_kind(n)
-        # the file name carries the store's index parameters: change them, rebuild
-        tag = f"{store.IVF_TARGET_RECALL}-{store.TUNE_NOISE}-{store.IVF_NPROBES[0]}"
+        kind = vi.index_kind(n)
+        # the file name carries the vector index parameters: change them, rebuild
+        tag = f"{vi.IVF_TARGET_RECALL}-{vi.TUNE_NOISE}-{vi.IVF_NPROBES[0]}"
         path = WORK / f"index-{n}-{kind}-{tag}.faiss"
         ids = np.arange(n, dtype=np.int64)
         build_s = None
@@ -501,7 +501,7 @@ def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
             def batches(x=x, ids=ids, n=n):
                 for s in range(0, n, 65536):
                     yield ids[s:s + 65536], x[s:s + 65536]
-            index = store.build_index(x.shape[1], n, batches)
+            index = vi.build_index(x.shape[1], n, batches)
             build_s = time.perf_counter() - t
             faiss.write_index(index, str(path))
             del index
@@ -515,7 +515,7 @@ def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
             p99s.append(percentile(lat, 0.99))
         _, found = index.search(questions, 10)
         row = {"n": n, "kind": kind, "p50_ms": {**stats(p50s), "load": load()},
-               "p99_ms": stats(p99s), "recall_at_10": round(store.recall_at(found, exact), 4),
+               "p99_ms": stats(p99s), "recall_at_10": round(vi.recall_at(found, exact), 4),
                "index_file_mib": round(path.stat().st_size / 2**20, 1),
                "index_rss_delta_mib": round(rss_delta, 1),
                "build_s": round(build_s, 1) if build_s else "cached"}
@@ -528,7 +528,7 @@ def step_retrieval(runs: int, sizes: list[int], threads: int) -> dict:
                 ivf.nprobe = nprobe
                 _, f = index.search(questions, 10)
                 lat = latencies(index, questions[:200])
-                sweep[nprobe] = {"recall_at_10": round(store.recall_at(f, exact), 4),
+                sweep[nprobe] = {"recall_at_10": round(vi.recall_at(f, exact), 4),
                                  "p50_ms": round(percentile(lat, 0.5), 3)}
             ivf.nprobe = keep
             row["nprobe_sweep"] = sweep
@@ -559,14 +559,14 @@ def full_search_2k(runs: int, threads: int) -> dict:
 def search_child(index: str, runs: int) -> None:
     from bench.squad import load_squad
     from rag.config import Settings
-    from rag.ingest import open_store
     from rag.retrieve import (
         CONTEXT_WEIGHT,
         POOL_IDF_WEIGHT,
         Retriever,
-        content_words,
         late_interaction,
     )
+    from rag.store import open_store
+    from rag.text import search_words
 
     _, questions = load_squad()
     qs = [q["question"] for q in questions[1::2][:200]]
@@ -599,12 +599,12 @@ def search_child(index: str, runs: int) -> None:
             store.nearest(v[0], 50)
             d_lat.append((time.perf_counter() - t) * 1000)
             found = dict.fromkeys(r for r, _ in store.nearest(v[0], 50) +
-                                  store.lexical_search(content_words(q), 50, CONTEXT_WEIGHT))
+                                  store.lexical_search(search_words(q), 50, CONTEXT_WEIGHT))
             t = time.perf_counter()
             store.sentence_scores(v[0], found)
             s_lat.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            store.pool_lexical(content_words(q), found, POOL_IDF_WEIGHT, CONTEXT_WEIGHT)
+            store.pool_lexical(search_words(q), found, POOL_IDF_WEIGHT, CONTEXT_WEIGHT)
             p_lat.append((time.perf_counter() - t) * 1000)
             if has_codes:  # written by an ingest with late interaction on
                 t = time.perf_counter()
@@ -612,7 +612,7 @@ def search_child(index: str, runs: int) -> None:
                 t_lat.append((time.perf_counter() - t) * 1000)
             store._tokenizer._memo.clear()
             t = time.perf_counter()
-            store.lexical_search(content_words(q), 50, CONTEXT_WEIGHT)
+            store.lexical_search(search_words(q), 50, CONTEXT_WEIGHT)
             l_lat.append((time.perf_counter() - t) * 1000)
         p50.append(percentile(lat, 0.5))
         p99.append(percentile(lat, 0.99))
@@ -669,7 +669,8 @@ def generation_child(runs: int, threads: int) -> None:
     from bench.squad import load_squad
     from rag import prompts
     from rag.config import Settings
-    from rag.llm import LLM, load_fields, model_defaults
+    from rag.llama_runtime import load_fields, model_defaults
+    from rag.llm import LLM
     from rag.registry import resolve_llm
 
     # A task of the bench's own that makes the model talk for a while (decode speed needs

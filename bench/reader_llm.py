@@ -31,12 +31,12 @@ def main() -> None:
     from bench.squad import WORK as SQUAD_WORK
     from bench.train_reader import RESULTS, _cpu, _load_results, squad
     from rag.evaluate import token_f1
-    from rag.ingest import open_store
     from rag.llm import get_llm
     from rag.reader import Reader
     from rag.reading import _sentence_around
     from rag.registry import resolve_llm
     from rag.retrieve import Retriever
+    from rag.store import open_store
 
     _, questions = squad()
     held = [q for q in questions if q["index"] % 20 == 0][:args.n]

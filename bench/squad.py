@@ -66,8 +66,8 @@ def doc_of(source: str) -> str:
 
 
 def retrieval(settings: Settings, qs, ks=(1, 5, 10)) -> dict:
-    from rag.ingest import open_store
     from rag.retrieve import Retriever
+    from rag.store import open_store
 
     store, embedder = open_store(settings)
     out = {}

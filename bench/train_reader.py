@@ -53,8 +53,8 @@ def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, 
             return {int(k): v for k, v in got.items()}
     from bench.squad import WORK as SQUAD_WORK
     from bench.squad import prepare
-    from rag.ingest import open_store
     from rag.retrieve import Retriever
+    from rag.store import open_store
 
     settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
     prepare(settings, sorted(texts.items()))
@@ -219,10 +219,10 @@ def calibrate(args) -> None:
     from bench.squad import WORK as SQUAD_WORK
     from bench.squad import prepare
     from rag.evaluate import token_f1
-    from rag.ingest import open_store
     from rag.reader import Reader
     from rag.reading import FEATURES, _sentence_around, features
     from rag.retrieve import Retriever
+    from rag.store import open_store
 
     texts, questions = squad()
     held = [q for q in questions if q["index"] % 2 == 0 and q["index"] % 20 == 0]

@@ -32,12 +32,11 @@ from rag.config import Settings
 from rag.display import fit_question
 from rag.embedder import Embedder
 from rag.errors import RagError
-from rag.ingest import open_store
 from rag.llm import LLM, fit_to_context, get_llm
 from rag.reading import Instruction, ReaderPath, briefing, instruction, reads_as_instructions
 from rag.registry import resolve_llm
 from rag.retrieve import Retriever
-from rag.store import Store
+from rag.store import Store, open_store
 from rag.types import Answer, Hit
 
 # A run of more words than this is a sentence, not an answer: the evidence sentence is quoted.

@@ -16,25 +16,24 @@ Map, then merge, so time grows linearly with the corpus and memory stays bounded
           budget allows.
   compare candidates from different sources that concern the same thing are compared on
           figures, timing, status (done vs planned) and certainty; differences become
-          conflicts citing each side.
+          conflicts citing each side (rag.conflicts).
 Deterministic for the same index."""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from rag.chunking import split_sentences
-from rag.citations import strip_markers, verbatim
+from rag.citations import verbatim
 from rag.config import Settings
-from rag.display import printable
-from rag.ingest import open_store
-from rag.retrieve import STOPWORDS, Retriever
+from rag.conflicts import Conflict, details, find_conflicts, names
+from rag.retrieve import Retriever
+from rag.store import open_store
+from rag.text import STOPWORDS, content_words, stems
 from rag.types import Briefing, Citation, Point
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -47,9 +46,6 @@ MIN_WORDS, MAX_WORDS = 6, 80
 SAME_FACT_COSINE = 0.72  # two sentences may state the same fact...
 SAME_WORDS = 0.35  # ...when they share this share of their content words
 CLEARLY_SAME_COSINE = 0.85  # ...or in any case
-RELATED_COSINE = 0.5  # may concern the same thing: worth comparing details
-SAME_EVENT_COSINE = 0.7  # with shared content words: the same event, told differently
-MAX_CONFLICTS = 12
 # Sentence choice, tuned on the first half of the Multi-News sample (bench/briefing.py).
 LEAD_WEIGHT = 0.5
 SPECIFIC_WEIGHT = 2.0
@@ -58,12 +54,6 @@ TOPIC_WEIGHT = 2.0
 CENTRAL_WEIGHT = 0.5
 CONCEPT_POWER = 1.0
 MAX_WORDS_DEFAULT = 300
-
-
-@dataclass(frozen=True)
-class Conflict(Point):
-    aspect: str = ""  # "figures", "timing", "status", "certainty", joined by " and "
-    sides: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (what this side says, citation ns)
 
 
 @dataclass
@@ -76,6 +66,10 @@ class _Sentence:
     doc: int  # document number in scope order
     position: int  # sentence number within its document
     central: float = 0.0  # cosine to the document's own centroid
+
+    def citation(self, n: int) -> Citation:
+        return Citation(n=n, source=self.source, chunk_id=self.chunk_id, text=self.text,
+                        start=self.start, end=self.end)
 
     @property
     def local(self) -> float:
@@ -206,8 +200,8 @@ def _cluster(pool: list[_Sentence], vecs: np.ndarray, score: np.ndarray,
     words: dict[int, set[str]] = {}
 
     def overlap(a: int, b: int) -> float:
-        wa = words.setdefault(a, _words(pool[a].text))
-        wb = words.setdefault(b, _words(pool[b].text))
+        wa = words.setdefault(a, content_words(pool[a].text))
+        wb = words.setdefault(b, content_words(pool[b].text))
         return len(wa & wb) / (min(len(wa), len(wb)) or 1)
 
     for i in sorted(range(len(pool)), key=lambda i: (-score[i], i)):
@@ -232,7 +226,7 @@ def _cluster(pool: list[_Sentence], vecs: np.ndarray, score: np.ndarray,
 
 def _concepts(text: str) -> set[str]:
     """Word pairs (stemmed) that are not both function words: the units of content."""
-    ws = [_stem(w) for w in re.findall(r"[a-z0-9]+", _unpossess(text.lower()))]
+    ws = stems(text)
     return {f"{a} {b}" for a, b in zip(ws, ws[1:]) if a not in STOPWORDS or b not in STOPWORDS}
 
 
@@ -284,13 +278,8 @@ def _select(clusters: list[_Cluster], pool: list[_Sentence], score: np.ndarray,
     return [clusters[k] for k in chosen]
 
 
-def _citation(n: int, s: _Sentence) -> Citation:
-    return Citation(n=n, source=s.source, chunk_id=s.chunk_id, text=s.text, start=s.start,
-                    end=s.end)
-
-
 def _point(cluster: _Cluster, pool: list[_Sentence]) -> Point:
-    cites = tuple(_citation(n + 1, pool[i]) for n, i in enumerate(cluster.members))
+    cites = tuple(pool[i].citation(n + 1) for n, i in enumerate(cluster.members))
     markers = "".join(f"[{c.n}]" for c in cites)
     return Point(text=f"{cites[0].text} {markers}", citations=cites,
                  n_sources=len(cluster.sources))
@@ -323,7 +312,7 @@ def _plan(pool: list[_Sentence], vecs: np.ndarray, topic_vec: np.ndarray | None,
     central = vecs @ centre + np.array([s.central for s in pool])
     lead = np.array([LEAD_WEIGHT / np.sqrt(1 + s.position) for s in pool])
     score = CENTRAL_WEIGHT * central + lead + _specificity(pool)
-    conflicts, disputed = _conflicts(pool, vecs)
+    conflicts, disputed = find_conflicts(pool, vecs)
     clusters = _cluster(pool, vecs, score, disputed)
     return _select(clusters, pool, score, disputed, n_docs, max_points, max_words), conflicts
 
@@ -341,9 +330,9 @@ def _specificity(pool: list[_Sentence]) -> np.ndarray:
 
 def _anchors(text: str) -> set[str]:
     """Names, figures and dates (a date twice: it marks an event; "since ..." spans are not)."""
-    d = _details(text)
+    d = details(text)
     dates = {t[0] for t in d.times if not t[0].startswith("since")}
-    return (_names(text) - {t.split()[-1] for t in dates} | {f"{n[0]:g}" for n in d.numbers}
+    return (names(text) - {t.split()[-1] for t in dates} | {f"{n[0]:g}" for n in d.numbers}
             | dates | {f"{t} (date)" for t in dates})
 
 
@@ -354,274 +343,6 @@ def _verified(settings: Settings, p: Point) -> bool:
         return all(verbatim(c, store.document_text(c.source) or "") for c in p.citations)
     finally:
         store.close()
-
-
-# -- compare: candidates -> conflicts ---------------------------------------------------------
-
-_QUALIFIER = {
-    "approx": r"about|roughly|around|approximately|an estimated|estimated|some|nearly|almost|"
-              r"close to",
-    "lower": r"over|more than|at least|upwards of|in excess of|above",
-    "upper": r"up to|fewer than|less than|under|below|at most",
-}
-_NUMBER = re.compile(r"(?:\b(?P<q>" + "|".join(_QUALIFIER.values()) + r")\s+)?"
-                     r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
-                     r"(?:\s+(?P<scale>million|billion|thousand|percent))?(?![\w%])", re.I)
-_MONTH = (r"January|February|March|April|May(?!\s+(?:be|have|not|also|well))|June|July|"
-          r"August|September|October|November|December")
-_TIME = re.compile(
-    r"\b(?:(?:in|on|since|by|until|during)\s+)?(?:" + _MONTH + r")(?:\s+\d{1,2}\b)?(?:,?\s+\d{4})?"
-    r"|\b(?:on\s+)?(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b"
-    r"|\b(?:last|this|next|earlier this|later this)\s+(?:year|week|month|fall|autumn|spring|"
-    r"summer|winter|weekend)\b"
-    r"|\b[Ss]ince\s+(?:the|last|early|late|mid)\s+[\w’'-]+"
-    r"(?:\s+(?!about|around|roughly|some|an?\b)[\w’'-]+){0,2}"
-    r"|\b(?:in|since)\s+(?:19|20)\d{2}\b")
-_DONE = re.compile(r"\b(?:has|have|had)\s+(?:since\s+|already\s+)?(?:departed|left|arrived|"
-                   r"concluded|returned|been\s+(?:sent|delivered|deployed|released))\b|"
-                   r"\b(?:departed|arrived)\b", re.I)
-_PLANNED = re.compile(r"\b(?:is|are|was|were)\s+(?:scheduled|due|expected|set|planning|going)\s+"
-                      r"to\b|\bwill\s+(?!likely\b)\w+|\bplans?\s+to\b|\bimminently\b|\bsoon\b",
-                      re.I)
-_HEDGE = re.compile(r"\b(?:possibly|suggested|suggests|allegedly|unconfirmed|unverified|"
-                    r"rumou?red|(?:may|might|could)\s+have)\b", re.I)
-_ASSERT = re.compile(r"\b(?:stated|said|says|confirmed|announced|already|according to)\b", re.I)
-_CLAUSE = re.compile(r",\s+(?=(?:where|which|while|though|although|but)\b)|;\s+|\s+[–—]\s+")
-
-
-def _unpossess(text: str) -> str:
-    return re.sub(r"[’']s\b", "", text)
-
-
-def _stem(w: str) -> str:
-    for suffix in ("ing", "ed", "s"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix) and not w.endswith("ss"):
-            return w[:-len(suffix)]
-    return w
-
-
-def _words(text: str) -> set[str]:
-    """Content words, stemmed."""
-    return {_stem(w) for w in re.findall(r"[a-z0-9]+", _unpossess(text.lower()))
-            if w not in STOPWORDS and len(w) > 2}
-
-
-@dataclass
-class _Details:
-    numbers: list[tuple[float, str, str, set[str], tuple[int, int]]]  # value, class, said, unit
-    times: list[tuple[str, str, tuple[int, int]]]  # normalised, as said, span
-    clauses: list[tuple[str, str, tuple[int, int]]]  # status, clause text, span
-    hedged: str | None  # the hedging word
-    asserted: str | None
-    words: set[str]
-
-
-def _details(text: str) -> _Details:
-    times = [(re.sub(r"^(?:in|on|by|until|during)\s+", "", m.group().lower()), m.group(), m.span())
-             for m in _TIME.finditer(text)]
-    in_time = [span for *_, span in times]
-    numbers = []
-    for m in _NUMBER.finditer(text):
-        a, b = m.span("n")
-        if any(ta <= a < tb for ta, tb in in_time):
-            continue  # a day or a year: timing, not a figure
-        value = float(m.group("n").replace(",", ""))
-        scale = (m.group("scale") or "").lower()
-        value *= {"thousand": 1e3, "million": 1e6, "billion": 1e9}.get(scale, 1)
-        q = (m.group("q") or "").lower()
-        cls = next((k for k, pat in _QUALIFIER.items() if q and re.fullmatch(pat, q)), "exact")
-        unit = _words(" ".join(text[m.end():].split()[:3]))
-        numbers.append((value, cls, m.group().strip(), unit, m.span()))
-    clauses = []
-    cursor = 0
-    for m in [*_CLAUSE.finditer(text), None]:
-        end = m.start() if m else len(text)
-        piece = text[cursor:end]
-        done, planned = _DONE.search(piece), _PLANNED.search(piece)
-        if bool(done) != bool(planned):
-            clauses.append(("done" if done else "planned", piece, (cursor, end)))
-        cursor = m.end() if m else end
-    hedge = _HEDGE.search(text)
-    claim = _ASSERT.search(text)
-    return _Details(numbers, times, clauses, hedge.group().lower() if hedge else None,
-                    claim.group().lower() if claim and not hedge else None,
-                    _words(text) - _words(" ".join(t for _, t, _ in times)))
-
-
-def _names(text: str) -> set[str]:
-    """Proper names, case-folded: capitalised words that do not start the sentence."""
-    words = re.findall(r"[\w-]+", _unpossess(text))
-    return {w.lower() for w in words[1:] if w[:1].isupper() and w.lower() not in STOPWORDS}
-
-
-@dataclass
-class _Edge:
-    aspect: str
-    key: str  # what the two sides are about, e.g. the figure both report
-    i: int
-    j: int
-    said: dict[int, tuple[str, str, str]]  # sentence -> (side key, as said, excerpt)
-    sim: float
-
-
-def _excerpt(text: str, span: tuple[int, int], before: int = 6, after: int = 8) -> str:
-    """The words around text[span], cut from the text as it stands."""
-    a, b = span
-    head = [m.start() for m in re.finditer(r"\S+", text[:a])]
-    tail = [m.end() for m in re.finditer(r"\S+", text[b:])]
-    lo = head[-before] if len(head) >= before else 0
-    hi = b + tail[after - 1] if len(tail) >= after else len(text)
-    out = text[lo:hi].strip(" ,;.")
-    return ("…" if lo > 0 else "") + out + ("…" if hi < len(text) else "")
-
-
-def _compare(i: int, j: int, a: str, b: str, da: _Details, db: _Details,
-             sim: float) -> list[_Edge]:
-    edges: list[_Edge] = []
-    values_a = {n[0] for n in da.numbers}
-    values_b = {n[0] for n in db.numbers}
-    shared = (da.words & db.words) - {w for n in da.numbers + db.numbers for w in n[3]}
-    # figures: the same figure with incompatible qualifiers, or different figures of one thing
-    anchors = set()
-    for va, ca, sa, ua, spa in da.numbers:
-        for vb, cb, sb, ub, spb in db.numbers:
-            if va == vb and (va >= 10 or ua & ub):
-                anchors.add(f"{va:g}")
-                if ca != cb and {"lower", "upper"} & {ca, cb}:
-                    edges.append(_Edge("figures", f"{va:g}", i, j, {
-                        i: (ca, sa, _excerpt(a, spa)), j: (cb, sb, _excerpt(b, spb))}, sim))
-            elif (ua & ub and sim >= SAME_EVENT_COSINE and va not in values_b
-                  and vb not in values_a and va >= 10 and vb >= 10):
-                edges.append(_Edge("figures", " ".join(sorted(ua & ub)), i, j, {
-                    i: (f"{va:g}", sa, _excerpt(a, spa)),
-                    j: (f"{vb:g}", sb, _excerpt(b, spb))}, sim))
-    same_event = sim >= SAME_EVENT_COSINE and len(shared) >= 3
-    # timing: the same fact (a shared figure, or the same event told alike), placed differently
-    # ("since the war began" and "since the invasion" may well be one time: such spans are
-    # compared only under a shared figure)
-    times_a = [t for t in da.times if anchors or not t[0].startswith("since")]
-    times_b = [t for t in db.times if anchors or not t[0].startswith("since")]
-    if times_a and times_b and (anchors or same_event):
-        if {t for t, _, _ in times_a}.isdisjoint(t for t, _, _ in times_b):
-            (ka, sa, spa), (kb, sb, spb) = times_a[0], times_b[0]
-            edges.append(_Edge("timing", " ".join(sorted(anchors)) or "event", i, j, {
-                i: (ka, sa, _excerpt(a, spa)), j: (kb, sb, _excerpt(b, spb))}, sim))
-    # status: one clause says it happened, the other that it is only planned
-    for sa, pa, _ in da.clauses:
-        for sb, pb, _ in db.clauses:
-            common = _names(pa) & _names(pb)
-            if (sa != sb and common and sim >= SAME_EVENT_COSINE
-                    and len(_words(pa) & _words(pb)) >= 2):
-                edges.append(_Edge("status", " ".join(sorted(common)), i, j, {
-                    i: (sa, sa, pa.strip(" ,.")), j: (sb, sb, pb.strip(" ,."))}, sim))
-    # certainty: one states as fact what the other only reports as possible
-    if same_event and (da.hedged and db.asserted or db.hedged and da.asserted):
-        ka = "hedged" if da.hedged else "asserted"
-        kb = "hedged" if db.hedged else "asserted"
-        edges.append(_Edge("certainty", "event", i, j, {
-            i: (ka, ka, da.hedged or da.asserted or ""),
-            j: (kb, kb, db.hedged or db.asserted or "")}, sim))
-    return edges
-
-
-def _pairs(pool: list[_Sentence], vecs: np.ndarray, idx: list[int], block: int = 512):
-    """(i, j, cosine) for sentences of different sources that may concern the same thing,
-    computed a block of rows at a time."""
-    sub = vecs[idx]
-    for r0 in range(0, len(idx), block):
-        sims = sub[r0:r0 + block] @ sub.T
-        for r, row in enumerate(sims):
-            a = r0 + r
-            for b in np.flatnonzero(row >= RELATED_COSINE):
-                if b > a and pool[idx[a]].source != pool[idx[b]].source:
-                    yield idx[a], idx[int(b)], float(row[b])
-
-
-def _conflicts(pool: list[_Sentence],
-               vecs: np.ndarray) -> tuple[list[Conflict], set[tuple[int, int]]]:
-    """The conflicts, and the pairs of sentences found in dispute."""
-    details = {i: _details(s.text) for i, s in enumerate(pool)}
-    idx = [i for i, d in details.items()
-           if d.numbers or d.times or d.clauses or d.hedged or d.asserted]
-    edges: list[_Edge] = []
-    for i, j, sim in _pairs(pool, vecs, idx):
-        edges += _compare(i, j, pool[i].text, pool[j].text, details[i], details[j], sim)
-    # one conflict per thing disputed: join the pairs about it into groups of sentences
-    groups: dict[tuple[str, str], list[_Edge]] = {}
-    for e in edges:
-        groups.setdefault((e.aspect, e.key), []).append(e)
-    components = [(aspect, comp) for (aspect, _), es in groups.items()
-                  for comp in _connected(es)]
-    # the same sentences disputed on several aspects make one entry
-    merged: dict[frozenset[int], list[tuple[str, list[_Edge]]]] = {}
-    for aspect, comp in components:
-        members = frozenset(k for e in comp for k in (e.i, e.j))
-        merged.setdefault(members, []).append((aspect, comp))
-    out = [_conflict(pool, parts) for _, parts in merged.items()]
-    out = [c for c in out if c is not None]
-    out.sort(key=lambda c: (-c[0], c[1].text))
-    return [c for _, c in out[:MAX_CONFLICTS]], {(min(e.i, e.j), max(e.i, e.j)) for e in edges}
-
-
-def _connected(edges: list[_Edge]) -> list[list[_Edge]]:
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    for e in edges:
-        parent[find(e.i)] = find(e.j)
-    out: dict[int, list[_Edge]] = {}
-    for e in edges:
-        out.setdefault(find(e.i), []).append(e)
-    return list(out.values())
-
-
-_SAYS = {"done": "has happened", "planned": "is only planned",
-         "hedged": "only as a possibility", "asserted": "as fact"}
-_ASPECTS = {"figures": "the figure", "timing": "the timing",
-            "status": "whether it has happened or is only planned",
-            "certainty": "how certain it is"}
-
-
-def _conflict(pool: list[_Sentence], parts: list[tuple[str, list[_Edge]]]):
-    parts = sorted(parts, key=lambda p: list(_ASPECTS).index(p[0]))
-    said: dict[int, dict[str, tuple[str, str, str]]] = {}  # sentence -> aspect -> what it says
-    best = max(e.sim for _, comp in parts for e in comp)
-    for aspect, comp in parts:
-        for e in comp:
-            for k, what in e.said.items():
-                said.setdefault(k, {}).setdefault(aspect, what)
-    # a side: the sentences that say the same thing on every aspect disputed
-    sides: dict[tuple[str, ...], list[int]] = {}
-    for k in sorted(said, key=lambda k: (pool[k].source, pool[k].start)):
-        sides.setdefault(tuple(said[k].get(a, ("?",))[0] for a, _ in parts), []).append(k)
-    if len(sides) < 2 or len({pool[k].source for k in said}) < 2:
-        return None
-    cites: list[Citation] = []
-    side_texts, side_list = [], []
-    for members in sides.values():
-        ns = []
-        for k in members:
-            cites.append(_citation(len(cites) + 1, pool[k]))
-            ns.append(len(cites))
-        names = ", ".join(dict.fromkeys(Path(pool[k].source).name for k in members))
-        claims = []
-        for aspect, (key, shown, excerpt) in said[members[0]].items():
-            claim = _SAYS[key] if aspect in ("status", "certainty") else f"“{shown}”"
-            claims.append(f"{claim} (“{excerpt}”)" if excerpt else claim)
-        what = ", ".join(claims)
-        side_texts.append(f"{names}: {what} {''.join(f'[{n}]' for n in ns)}")
-        side_list.append((what, tuple(ns)))
-    aspects = [a for a, _ in parts]
-    text = (f"Sources differ on {' and '.join(_ASPECTS[a] for a in aspects)}: "
-            + "; ".join(side_texts) + ".")
-    conflict = Conflict(text=text, citations=tuple(cites),
-                        n_sources=len({c.source for c in cites}),
-                        aspect=" and ".join(aspects), sides=tuple(side_list))
-    return best + 0.1 * len(aspects), conflict
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -639,117 +360,3 @@ def as_json(b: Briefing) -> dict:
                       for p in b.conflicts],
         "sources": [{"source": s, "title": t} for s, t in b.sources],
     }
-
-
-def as_markdown(b: Briefing) -> str:
-    """The briefing for a person to read; the documents' words made safe for a terminal
-    (rag.display.printable), names on one line each."""
-    def name(source: str) -> str:
-        return printable(source, one_line=True)
-
-    topic = printable(b.topic, one_line=True) if b.topic else ""
-    lines = [f"# Briefing{': ' + topic if topic else ''}", ""]
-    lines.append(f"{len(b.points)} points from {len(b.sources)} documents.")
-    lines.append("")
-    lines.append("## Key points")
-    for p in b.points:
-        lines.append(f"- {printable(p.text)} "
-                     f"({p.n_sources} source{'s' if p.n_sources != 1 else ''})")
-        claim = strip_markers(p.text)
-        for c in p.citations:
-            quote = "" if c.text == claim else f": “{printable(c.text)}”"
-            lines.append(f"    [{c.n}] {name(c.source)}{quote}")
-    if b.conflicts:
-        lines += ["", "## Where the sources disagree"]
-        for p in b.conflicts:
-            lines.append(f"- {printable(p.text)}")
-            for c in p.citations:
-                lines.append(f"    [{c.n}] {name(c.source)}: “{printable(c.text)}”")
-    lines += ["", "## Sources"]
-    for s, t in b.sources:
-        lines.append(f"- {name(s)}: {printable(t, one_line=True)}")
-    return "\n".join(lines) + "\n"
-
-
-def as_html(b: Briefing) -> str:
-    """One self-contained page: no scripts, fonts or links outside it. Every [n] opens its
-    source and passage on hover or focus, and the passages are also listed under each item."""
-    numbers = {s: k + 1 for k, (s, _) in enumerate(b.sources)}
-
-    def cite(c: Citation, anchor: str) -> str:
-        name = html.escape(Path(c.source).name)
-        return (f'<a class="cite" href="#{anchor}-{c.n}" aria-describedby="{anchor}-{c.n}">'
-                f'[{c.n}]<span class="pop" role="tooltip"><span class="src">{name}</span>'
-                f'<q>{html.escape(c.text)}</q></span></a>')
-
-    def item(p: Point, anchor: str, extra: str = "") -> str:
-        by_n = {c.n: c for c in p.citations}
-        body = re.sub(r"\[(\d+)\]", lambda m: cite(by_n[int(m.group(1))], anchor)
-                      if int(m.group(1)) in by_n else m.group(), html.escape(p.text))
-        body = re.sub(r"((?:<a class=\"cite\".*?</a>)+)", r'<span class="cites">\1</span>', body)
-        claim = strip_markers(p.text)
-        quotes = "".join(
-            f'<li id="{anchor}-{c.n}"><span class="n">[{c.n}]</span> '
-            f'<a class="src" href="#s{numbers.get(c.source, 0)}" '
-            f'title="{html.escape(c.source)}">{html.escape(Path(c.source).name)}</a>'
-            + (' <span class="same">the passage quoted above</span>' if c.text == claim else "")
-            + f'<blockquote{" hidden" if c.text == claim else ""}>{html.escape(c.text)}'
-            '</blockquote></li>' for c in p.citations)
-        return (f'<li class="item" id="{anchor}"><p class="claim">{body}{extra}</p>'
-                f'<ol class="quotes">{quotes}</ol></li>')
-
-    def badge(p: Point) -> str:
-        return f' <span class="badge">{p.n_sources} source{"s" if p.n_sources != 1 else ""}</span>'
-
-    points = "".join(item(p, f"p{k + 1}", badge(p)) for k, p in enumerate(b.points))
-    conflicts = "".join(
-        item(p, f"c{k + 1}", f' <span class="badge warn">{html.escape(getattr(p, "aspect", ""))}'
-             '</span>') for k, p in enumerate(b.conflicts))
-    if not conflicts:
-        conflicts = '<li class="none">No disagreement found between the sources.</li>'
-    sources = "".join(f'<li id="s{numbers[s]}"><code>{html.escape(s)}</code>'
-                      f'<span class="title">{html.escape(t)}</span></li>' for s, t in b.sources)
-    title = "Briefing" + (f": {html.escape(b.topic)}" if b.topic else "")
-    meta = (f"{len(b.points)} points from {len(b.sources)} documents · "
-            f"{len(b.conflicts)} disagreement{'s' if len(b.conflicts) != 1 else ''} · "
-            "every point is quoted verbatim from its sources")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:52rem;
-margin:2rem auto;padding:0 1rem;color:#1f2328;background:#fff}}
-h1{{margin:0 0 .2rem;font-size:1.7rem}} h2{{margin:2rem 0 .6rem;font-size:1.2rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.2rem}}
-.meta{{color:#59636e;margin:0}}
-ol.items{{padding-left:1.4rem}} li.item{{margin:0 0 1rem}} .claim{{margin:0 0 .2rem}}
-.badge{{display:inline-block;font-size:.75rem;padding:0 .45rem;border-radius:1rem;
-background:#ddf4ff;color:#0969da;margin-left:.3rem;white-space:nowrap}}
-.badge.warn{{background:#fff1e5;color:#bc4c00}}
-.cite{{position:relative;color:#0969da;text-decoration:none;font-size:.8em;
-vertical-align:super;margin-left:.1em}}
-.cite:hover,.cite:focus{{text-decoration:underline}} .cites{{white-space:nowrap}}
-.same{{font-style:italic}}
-.pop{{display:none;position:absolute;left:0;top:1.3em;z-index:10;width:26rem;
-max-width:80vw;padding:.5rem .7rem;background:#fff;border:1px solid #d0d7de;border-radius:6px;
-box-shadow:0 4px 12px rgba(0,0,0,.15);color:#1f2328;font-size:.85rem;line-height:1.4;
-vertical-align:baseline;white-space:normal}}
-.cite:hover .pop,.cite:focus .pop{{display:block}}
-.pop .src{{display:block;font:600 .75rem ui-monospace,monospace;color:#59636e}}
-ol.quotes{{list-style:none;margin:.1rem 0 0;padding-left:.4rem;font-size:.85rem;color:#59636e}}
-ol.quotes li{{margin:.15rem 0}} ol.quotes li:target{{background:#fff8c5}}
-.n{{font-weight:600;color:#0969da}} a.src{{font-family:ui-monospace,monospace;color:#59636e}}
-blockquote{{margin:.1rem 0 .3rem 1.6rem;padding-left:.6rem;border-left:3px solid #d0d7de;
-color:#424a53}}
-#sources li{{margin:.2rem 0}} #sources code{{font-size:.8rem}}
-#sources .title{{display:block;color:#59636e;font-size:.85rem}}
-.none{{color:#59636e;list-style:none}}
-</style></head><body>
-<header><h1>{title}</h1><p class="meta">{meta}</p></header>
-<section><h2>Key points</h2><ol class="items" id="points">{points}</ol></section>
-<section><h2>Where the sources disagree</h2><ol class="items" id="conflicts">{conflicts}</ol>
-</section>
-<section><h2>Sources</h2><ol id="sources">{sources}</ol></section>
-</body></html>
-"""

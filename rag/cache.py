@@ -77,12 +77,7 @@ class ResponseCache:
 
     def _disable(self, why: str) -> None:
         self.error = why
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-        self._db = None
+        self.close()
 
     def get(self, key: str) -> dict | None:
         db = self._connect()

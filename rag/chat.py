@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from rag import render
 from rag.answer import Answerer, Instruction, instruction
 from rag.config import Settings, cache_dir
 from rag.display import printable
@@ -40,32 +41,6 @@ Ask a question about the indexed documents; follow-ups may refer to the previous
   /quit           leave (so does Ctrl-D); Ctrl-C stops an answer being written"""
 
 DIM, BOLD, RESET = "\x1b[2m", "\x1b[1m", "\x1b[0m"
-
-
-def format_answer(a: Answer) -> str:
-    """An answer and its sources, as `rag ask` prints them."""
-    lines = [printable(a.answer)]
-    if a.citations:
-        lines += ["", "Sources:"]
-        for c in a.citations:
-            lines.append(f"  [{c.n}] {printable(c.source, one_line=True)} ({c.chunk_id})\n"
-                         f"      \"{printable(c.text)}\"")
-    return "\n".join(lines)
-
-
-def format_passages(a: Answer) -> str:
-    """The passages behind an answer, in full: those cited first, then the rest retrieved."""
-    cited = {c.chunk_id: c.n for c in a.citations}
-    hits = sorted(a.hits, key=lambda h: (h.chunk.chunk_id not in cited, h.rank))
-    blocks = []
-    for h in hits:
-        mark = f"[{cited[h.chunk.chunk_id]}]" if h.chunk.chunk_id in cited else "retrieved"
-        head = (f"{mark} {printable(h.chunk.source, one_line=True)} ({h.chunk.chunk_id}, "
-                f"score {h.score:.4f})")
-        if h.also_in:
-            head += f"; also in {', '.join(printable(s, one_line=True) for s in h.also_in)}"
-        blocks.append(f"{head}\n{printable(h.chunk.text)}")
-    return "\n\n".join(blocks) if blocks else "(no passages were retrieved)"
 
 
 # `rag chat` quotes the evidence unless told otherwise (--style, RAG_ANSWER_STYLE), where
@@ -193,7 +168,7 @@ class Session:
             return None
         if stream:
             stream.erase()
-        self._say(format_answer(answer))
+        self._say(render.answer_text(answer))
         self._say()
         self.conversation.turns.append(Turn(rw, answer))
         return answer
@@ -244,7 +219,7 @@ class Session:
         if last.rewrite.rewritten:
             self._say(f"searched as: {printable(last.rewrite.query, one_line=True)}")
         self._say()
-        self._say(format_passages(last.answer))
+        self._say(render.passages_text(last.answer))
         self._say()
 
     def _reset(self, _: str) -> None:
@@ -255,7 +230,7 @@ class Session:
         from rag import brief
 
         result = brief.build(self.settings, topic or None, max_points=6, max_words=200)
-        self._say(brief.as_markdown(result).rstrip())
+        self._say(render.briefing_markdown(result).rstrip())
         self._say()
 
     def _model(self, name: str) -> None:

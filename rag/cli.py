@@ -53,7 +53,7 @@ def _fail(err: Exception, index: Path | None = None) -> None:
     """A one-line reason on standard error and the exit code: a project error's own, or for
     an index that failed while in use (a damaged page, a full disk), 1."""
     if not isinstance(err, RagError):
-        from rag.store import describe_error
+        from rag.layout import describe_error
 
         where = index or Path(os.environ.get("RAG_INDEX") or ".rag")
         err = RagError(describe_error(where, err))
@@ -189,8 +189,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files and folders t
 @app.command()
 def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = False) -> None:
     """Retrieval only: the best passages, no model."""
-    from rag.ingest import open_store
     from rag.retrieve import Retriever
+    from rag.store import open_store
 
     try:
         query = _question(query)
@@ -213,9 +213,9 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
 
 
 def _print_answer(a) -> None:
-    from rag.chat import format_answer
+    from rag.render import answer_text
 
-    typer.echo(format_answer(a))
+    typer.echo(answer_text(a))
 
 
 @app.command()
@@ -277,6 +277,7 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
           ) -> None:
     """A cited briefing over the whole index, or over what concerns TOPIC."""
     from rag import brief as briefing
+    from rag import render
 
     if json_out:
         fmt = "json"
@@ -295,9 +296,9 @@ def brief(topic: Annotated[str | None, typer.Argument()] = None, index: IndexOpt
     if fmt == "json":
         text = json_text(briefing.as_json(result)) + "\n"
     elif fmt == "html":
-        text = briefing.as_html(result)
+        text = render.briefing_html(result)
     else:
-        text = briefing.as_markdown(result)
+        text = render.briefing_markdown(result)
     if out is not None:
         try:
             write_file(out, text)
@@ -333,7 +334,7 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
     """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
     import math
 
-    from rag import evaluate
+    from rag import evaluate, render
 
     if not math.isfinite(tolerance) or tolerance < 0:
         typer.echo(f"rag: --tolerance must be a finite number >= 0, not {tolerance}", err=True)
@@ -366,17 +367,17 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
     failures = report["gates"]["failures"]
     try:
         if junit is not None:
-            write_file(junit, evaluate.junit_xml(items, report))
+            write_file(junit, render.eval_junit(items, report))
         if html is not None:
-            write_file(html, evaluate.html_report(items, report, base,
-                                                  title=f"rag eval: {qa_file.name}"))
+            write_file(html, render.eval_html(items, report, base,
+                                              title=f"rag eval: {qa_file.name}"))
     except RagError as e:
         typer.echo(f"rag: cannot write the report: {printable(e, one_line=True)}", err=True)
         raise typer.Exit(1) from None
     if json_out:
         _emit_json(report)
     else:
-        typer.echo(printable(evaluate.table(report, base)))
+        typer.echo(printable(render.eval_table(report, base)))
     for name in report["gates"]["skipped"]:
         typer.echo(f"rag: eval: threshold on {name} skipped (--retrieval-only)", err=True)
     for f in failures:

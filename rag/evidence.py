@@ -11,7 +11,7 @@ import numpy as np
 
 from rag.chunking import split_sentences
 from rag.embedder import Embedder
-from rag.retrieve import STOPWORDS, rarity
+from rag.text import STOPWORDS, rarity
 from rag.types import Citation, Hit
 
 LEXICAL_WEIGHT = 0.5  # tuned on SQuAD even questions: 0.35 -> 201/300, 0.5 -> 205/300

@@ -19,13 +19,13 @@ import numpy as np
 
 from rag.chunking import chunk_document, split_sentences
 from rag.config import Settings
+from rag.discovery import discover
 from rag.display import source_name
-from rag.embedder import Embedder, get_embedder
+from rag.embedder import Embedder
 from rag.errors import InputRefused
-from rag.loaders import discover
-from rag.registry import resolve_embedding
+from rag.layout import pack_sentences, pack_tokens
 from rag.sandbox import Reader
-from rag.store import Store, pack_sentences, pack_tokens
+from rag.store import Store, open_store
 from rag.types import Chunk, Document
 
 # Commit after this many chunks, so a long ingest that is killed keeps what it finished.
@@ -48,14 +48,6 @@ class IngestReport:
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-def open_store(settings: Settings, create: bool = False) -> tuple[Store, Embedder]:
-    embedder = get_embedder(resolve_embedding(settings.embedding_model, settings),
-                            settings.threads)
-    store = Store.open(settings.index_dir, embedder.name, embedder.fingerprint,
-                       embedder.dimension, create=create)
-    return store, embedder
 
 
 def ingest(paths: list[str | Path], settings: Settings, progress: Progress | None = None,
@@ -189,8 +181,8 @@ class _Batch:
 
     def _embed(self, texts: list[str], lengths: list[int]
                ) -> tuple[np.ndarray, list[tuple[bytes, bytes | None]]]:
-        """Each text's vector, and its sentences packed with theirs (store.pack_sentences)
-        beside its tokens' codes (store.pack_tokens; None while late interaction is off), all
+        """Each text's vector, and its sentences packed with theirs (layout.pack_sentences)
+        beside its tokens' codes (layout.pack_tokens; None while late interaction is off), all
         from one forward pass."""
         if not texts:
             return np.zeros((0, self.embedder.dimension), dtype=np.float32), []

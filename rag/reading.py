@@ -30,7 +30,7 @@ from rag.embedder import Embedder
 from rag.errors import RagError
 from rag.reader import READER_BASE, WEIGHTS, Reader, Span, load_base
 from rag.registry import resolve_embedding
-from rag.retrieve import content_words
+from rag.text import search_words
 from rag.types import Answer, Citation, Hit
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
@@ -135,8 +135,8 @@ def features(question: str, hits: list[Hit], spans: list[list[Span]], sentence: 
     text = hits[best.passage].chunk.text
     answer = _fold(text[best.start:best.end])
     others = sorted((s.margin for s in best_of if s.passage != best.passage), reverse=True)
-    asked = set(content_words(question))
-    said = set(content_words(sentence))
+    asked = set(search_words(question))
+    said = set(search_words(sentence))
     return {"margin": best.margin, "span_score": best.score, "null": best.null,
             "runner_up": others[0] if others else _NONE,
             "mean_margin": sum(s.margin for s in best_of) / len(best_of),

@@ -6,67 +6,21 @@ records the other sources that carry it.
 BM25 reads each chunk with its neighbours: the full-text index holds, beside a chunk's own
 text, the text of the chunks before and after it (rag.store), counted at CONTEXT_WEIGHT. A
 question's words are often spread over a passage, while the answer sits in one of its chunks.
+In the fusion BM25 scores the candidates (the union of both lists' top 50) with each word's
+idf scaled by how few of them hold it (POOL_IDF_WEIGHT, Store.pool_lexical): where the
+candidates are all about one thing, the words they all share tell none of them apart.
 
 Fusion is a weighted sum of each list's scores standardised within the list (z-scores; a
-passage one list did not return gets that list's lowest). Measured on SQuAD v1.1 dev
-(bench/squad.py), recall@5 by paragraph, tuned on all 5,285 even-numbered questions (the first
-500 alone move by single questions): BM25 over chunks alone 0.929, with the neighbours at half
-weight 0.940 (in full 0.939, at 0.25 0.938); fused with dense (0.882) at dense weight 0.5
-0.960 (over chunks alone 0.954), at 0.6 0.957, at 0.4 0.960 with R@1 0.823 against 0.818.
-Dropped, as no better than this column at the same dense weight: the chunk's and its
-neighbourhood's BM25 as two lists, two chunks either side, the paragraph as one row, question
-words as stopwords (first 500 even, 0.950-0.968 against 0.972); a chunk's vector pooled with
-its neighbours', question bigrams as phrases, true scores for a list's missing passages
-(all even, R@5 within 0.002 of 0.960); BM25 k1/b other than FTS5's 1.2/0.75, computed outside
-it (2,000 even, at most +0.003). RRF (k=60) 0.938 on the first 500; kept as fusion="rrf".
-Held out, the 500 odd-numbered questions (bench/results_squad.json): R@1 0.746, R@5 0.954,
-MRR@10 0.839, against 0.752 / 0.950 / 0.842 before; all 5,285 odd ones: R@5 0.949 -> 0.958,
-R@1 0.795 -> 0.812, MRR@10 0.862 -> 0.876.
+passage one list did not return gets that list's lowest), at DENSE_WEIGHT for two lists and
+FOUR_WEIGHTS (chunk vectors, BM25, sentences, late interaction) for those a search has. The
+third list ranks the candidates by their best sentence's vector (Store.sentence_scores): a
+question usually asks about one sentence, and a chunk's single vector blurs it with the rest.
+Late interaction (Settings.late_interaction, off by default) adds a fourth: each question
+token's best match among a candidate's token codes, summed (`late_interaction`). Then the best
+RERANK fused passages are re-ordered by their best single sentence (`rerank_by_sentence`).
 
-A third list ranks the candidates the other two found by their best sentence's vector
-(Store.sentence_scores): a question usually asks about one sentence, and a chunk's single
-vector blurs it with the rest. (Searching every sentence instead recalls no more.)
-Each sentence's vector comes out of the chunk's own forward pass at ingest (the mean of its
-tokens' last states, read in the passage: rag.minilm encode_with_spans), so ingest embeds
-nothing more. Fused as z-scores at THREE_WEIGHTS (chunk vectors, BM25, sentences), tuned on
-all 5,285 even questions, recall@5 by paragraph (with the sentence re-ordering below):
-two lists 0.964; three at 0.5/0.5/0.5 0.966, 0.25/0.5/0.5 0.969 (R@1 0.846 -> 0.850, MRR@10
-0.897 -> 0.901), 0.2 or 0.15 for the chunk vectors 0.969, BM25 at 0.45 / 0.6 0.969 / 0.969,
-sentences at 0.4 / 0.6 0.969 / 0.969. Sentences embedded alone (a second pass over every
-sentence) 0.969-0.970, no better; two-sentence windows 0.967; the sentences' best score
-added to the chunk's own vector instead of a list of their own 0.966-0.968; pseudo-relevance
-feedback on the question's vector 0.964. Held out, the 500 odd-numbered questions: R@1
-0.774 -> 0.780, R@5 0.952 -> 0.962, MRR@10 0.855 -> 0.860; all 5,285 odd: R@5 0.960 -> 0.967.
-
-BM25, in the fusion, scores the candidates (the union of both lists' top 50) with each word's
-idf scaled by (1 - the share of the candidates holding it) ** POOL_IDF_WEIGHT
-(Store.pool_lexical): where the candidates are all about one thing, the words they all share
-tell none of them apart. SQuAD's first article has 54 paragraphs on one football game, and
-"Which hotel did the Broncos use for Super Bowl 50?" ranked every paragraph saying "Broncos"
-and "Super Bowl 50" above the one saying they "stayed at the Santa Clara Marriott". Tuned on
-the first 500 even questions (that article, the even twin of the odd-500): 0, 2, 3, 4 -> R@5
-0.968, 0.978, 0.978, 0.974 (R@1 0.774 -> 0.794 at 3); every fifth even question 0.961 ->
-0.965; all 5,285 even 0.969 both ways. Held out: odd-500 R@1 0.780 -> 0.788, R@5 0.962 ->
-0.978, MRR@10 0.860 -> 0.874; all 5,285 odd R@5 0.967 -> 0.970. As the sentence list, it
-needs the postings in memory (up to LEXICAL_MEMORY_MAX chunks); through FTS5 the candidates
-keep BM25's own order.
-
-Late interaction (Settings.late_interaction, off by default) adds a fourth list: each question
-token's best match among a candidate's tokens, summed (`late_interaction`). Passage tokens are
-kept as the signs of their last states from the ingest forward pass (rag.minilm.token_codes),
-which ranked as well as float16 states. All 5,285 even questions: R@5 0.969 -> 0.976 at
-weight 0.5 (1.0: 0.976, 1.5: 0.977; the even-500 0.982 / 0.980 / 0.974), R@1 0.853 -> 0.873.
-It is off because it loses where pool idf wins, on the 54 paragraphs about one game (odd-500
-R@5 0.978 -> 0.972; 0.966 at weight 1.0).
-
-Then the best RERANK fused passages are re-ordered by their best single sentence
-(`rerank_by_sentence`). All 5,285 even questions: R@1 0.824 -> 0.845, R@5 0.960 -> 0.965,
-MRR@10 0.883 -> 0.898 (30 passages and IDF over the whole corpus 0.965 / 0.841; within the pool,
-words unstemmed as here, 0.966 / 0.845; crude stemming 0.964; every word alike 0.963; weight
-0.35 / 0.75 / 1.0 0.965 / 0.965 / 0.964; each sentence's similarity to the question by the
-embedding model on top, +0.002, but it needs every sentence embedded). Held out, all 5,285 odd:
-R@1 0.812 -> 0.841, R@5 0.958 -> 0.961, MRR@10 0.876 -> 0.894 (the first 500: 0.746 -> 0.778,
-0.954 -> 0.950, 0.839 -> 0.855). About 1 ms a search."""
+What each step measures on SQuAD, and the alternatives measured and dropped:
+docs/retrieval.md."""
 
 from __future__ import annotations
 
@@ -79,6 +33,7 @@ import numpy as np
 from rag.chunking import split_sentences
 from rag.embedder import Embedder
 from rag.store import Store
+from rag.text import rarity, search_words, whole_words
 from rag.types import Hit
 
 RRF_K = 60
@@ -99,42 +54,6 @@ RERANK = 20  # fused passages the sentence test re-orders
 DUPLICATE_COSINE = 0.92
 MODES = ("hybrid", "dense", "lexical")
 
-STOPWORDS = frozenset("""a an and are as at be been being but by did do does for from had has
-have how i if in into is it its of on or over that the their them then there these they this
-those to was were what when where which who whom whose why will with would you your""".split())
-
-
-def content_words(text: str) -> list[str]:
-    return [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
-
-
-def rarity(words: set[str], docs: list[set[str]]) -> dict[str, float]:
-    """Each word's weight by how rare it is among `docs` (smoothed inverse document frequency):
-    "Beijing" tells more than "North Korea", which every sentence repeats."""
-    return {w: float(np.log((1 + len(docs)) / (1 + sum(w in d for d in docs)))) + 1
-            for w in words}
-
-
-def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"  # what \w matches in a str pattern
-
-
-def whole_words(low: str, words: set[str]) -> list[tuple[int, str]]:
-    """(offset, word) of every whole-word occurrence of `words` (lower case, each a run of \\w)
-    in the lowered text `low`: the places the pattern \\b(?:w1|w2|...)\\b finds, by str.find
-    (SQuAD, 20 paragraphs a question: 0.10 ms against 0.31 ms for that pattern)."""
-    found = []
-    for w in words:
-        at = low.find(w)
-        while at >= 0:
-            end = at + len(w)
-            if (at == 0 or not _word_char(low[at - 1])) and \
-                    (end == len(low) or not _word_char(low[end])):
-                found.append((at, w))
-            at = low.find(w, at + 1)
-    return found
-
-
 def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: dict[int, float]
                        ) -> dict[int, float]:
     """Fused scores with the best `rowids` moved by how much of the question one sentence of
@@ -144,7 +63,7 @@ def rerank_by_sentence(question: str, rowids: list[int], chunks: dict, fused: di
     words every candidate shares decide little between them); a passage's test is its best
     sentence's sum. Standardised within the pool and added at SENTENCE_WEIGHT, in the fused
     scores' own spread, so the order below the pool and the scale of `score` are kept."""
-    words = set(content_words(question))
+    words = set(search_words(question))
     if len(rowids) < 2 or not words:
         return fused
     find_any_case = None
@@ -180,8 +99,7 @@ class Retriever:
         """`sentences`: rank the candidates by their best sentence too, where the index
         holds sentence vectors (hybrid mode); `late`: and by late interaction, where it holds
         token codes (Settings.late_interaction, off by default); `pool_idf`: BM25 re-weighs
-        the candidates by the words few of them share. Each off, for comparison, as before it
-        came."""
+        the candidates by the words few of them share. Each can be turned off, for comparison."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
         if fusion not in FUSIONS:
@@ -207,7 +125,7 @@ class Retriever:
         if self.mode in ("hybrid", "dense"):
             dense = self.store.nearest(qvec, pool)
         lexical: list[tuple[int, float]] = []
-        words = content_words(query)
+        words = search_words(query)
         if self.mode in ("hybrid", "lexical"):
             lexical = self.store.lexical_search(words, pool, CONTEXT_WEIGHT)
         if self.mode == "hybrid":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rag.retrieve import STOPWORDS
+from rag.text import STOPWORDS
 
 MODES = ("rules", "llm", "off")
 
@@ -199,7 +199,7 @@ def rewrite_llm(llm, question: str, previous_query: str | None,
                 previous_answer: str = "") -> Rewrite:
     """The model restates a follow-up (only a follow-up: a standalone question is left alone);
     any of the user's content words it dropped are added back."""
-    from rag.llm import fit_to_context
+    from rag.prompt_tokens import fit_to_context
 
     clean = strip_connector(question)
     if not previous_query or not is_follow_up(question):

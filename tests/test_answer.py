@@ -73,7 +73,7 @@ def test_yes_no_questions_quote_the_passage(answerer):
 
 
 def test_store_mentions_reads_words_as_the_index_does(seed_settings):
-    from rag.ingest import open_store
+    from rag.store import open_store
 
     store, _ = open_store(seed_settings)
     assert store.mentions("Pyongyang") and store.mentions("missile")  # stemmed: "missiles"

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rag import brief
+from rag.citations import strip_markers
 from rag.cli import app
 
 FACTS = json.loads((Path(__file__).parent / "seed_facts.json").read_text())
@@ -56,7 +57,7 @@ def test_every_key_fact_is_covered(long_brief):
 
 
 def test_default_briefing_covers_most_key_facts_in_its_points(seed_brief):
-    words = sum(len(brief.strip_markers(p.text).split()) for p in seed_brief.points)
+    words = sum(len(strip_markers(p.text).split()) for p in seed_brief.points)
     assert len(seed_brief.points) <= 12 and words <= 300 + 60  # the last point may run over
     in_points = [f for f in FACTS["key_facts"]
                  if any(m in p.text for m in f["must_contain_any"] for p in seed_brief.points)]

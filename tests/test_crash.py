@@ -23,9 +23,9 @@ import pytest
 
 from rag.config import Settings
 from rag.errors import IndexLocked, IndexMissing, StoreError
-from rag.ingest import ingest, open_store
+from rag.ingest import ingest
 from rag.retrieve import Retriever
-from rag.store import DB_NAME
+from rag.store import DB_NAME, open_store
 
 from .conftest import SEEDS
 
@@ -49,7 +49,7 @@ INGEST_CHILD = textwrap.dedent("""
 HOLD_LOCK_CHILD = textwrap.dedent("""
     import sys, time
     from rag.config import Settings
-    from rag.ingest import open_store
+    from rag.store import open_store
     store, _ = open_store(Settings.from_env(index_dir=sys.argv[1], n_threads=1))
     with store.writer():
         print("locked", flush=True)

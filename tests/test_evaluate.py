@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from rag import evaluate
+from rag import evaluate, render
 from rag.cache import ResponseCache, cache_key
 from rag.errors import QAFileError
 from rag.evaluate import QAItem
@@ -210,7 +210,7 @@ def _report(answer_a="about 15,000 troops [1]", passed=True):
 
 def test_junit_is_a_testsuite_with_one_case_per_pair():
     report = _report(answer_a="in Tokyo [1]")
-    root = ET.fromstring(evaluate.junit_xml(ITEMS, report).encode("utf-8"))
+    root = ET.fromstring(render.eval_junit(ITEMS, report).encode("utf-8"))
     assert root.tag == "testsuite"
     cases = root.findall("testcase")
     assert [c.get("name") for c in cases] == ["a", "u"]
@@ -232,7 +232,7 @@ def test_html_report_is_self_contained_with_chart_and_rows():
     report = _report()
     baseline = _report(answer_a="in Tokyo [1]")
     baseline["metrics"]["answer_accuracy"] = 0.0
-    page = evaluate.html_report(ITEMS, report, baseline, title="rag eval: qa.jsonl")
+    page = render.eval_html(ITEMS, report, baseline, title="rag eval: qa.jsonl")
     parser = _Collect()
     parser.feed(page)
     assert parser.urls == [] and "script" not in parser.tags and "link" not in parser.tags
@@ -246,7 +246,7 @@ def test_html_report_is_self_contained_with_chart_and_rows():
 def test_table_names_failures():
     report = _report(answer_a="in Tokyo [1]")
     report["gates"] = evaluate.check_gates(report["metrics"], {"answer_accuracy": (">=", 0.5)})
-    text = evaluate.table(report)
+    text = render.eval_table(report)
     assert "a: answer 'in Tokyo [1]' holds none of ['15,000']" in text
     assert "FAILED: answer_accuracy = 0.0 is below its threshold 0.5" in text
 

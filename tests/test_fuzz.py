@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings
+from rag.discovery import _holds_documents
 from rag.display import source_name
-from rag.ingest import ingest, open_store
-from rag.loaders import _holds_documents
+from rag.ingest import ingest
+from rag.store import open_store
 
 from .make_docs import GOOD_TEXT, docx_bytes, html_page, pdf_bytes, surrogate_pdf_bytes
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.config import Settings
-from rag.ingest import ingest, open_store
+from rag.ingest import ingest
+from rag.store import open_store
 
 from .conftest import SEEDS
 from .make_docs import GOOD_TEXT, INJECTION, build_hostile_corpus

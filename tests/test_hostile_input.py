@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.config import Settings
-from rag.ingest import ingest, open_store
+from rag.ingest import ingest
+from rag.store import open_store
 
 from .make_docs import (
     GOOD_TEXT,
@@ -110,7 +111,7 @@ def test_search_prints_escapes_and_json_stays_exact(control_index):
 
 
 def test_brief_and_answers_print_escapes(control_index):
-    from rag.chat import format_answer, format_passages
+    from rag.render import answer_text, passages_text
     from rag.types import Answer, Chunk, Citation, Hit
 
     brief = _invoke("brief", "--index", control_index["index"])
@@ -119,7 +120,7 @@ def test_brief_and_answers_print_escapes(control_index):
     cite = Citation(1, "a\x1b[2J.txt", "c1", "40 million\x1b]0;x\x07 euros", 0, 10)
     hit = Hit(1, Chunk("c1", "a\x1b[2J.txt", 0, 10, "text\x1b[2J\r", 3), 1.0)
     answer = Answer("q", "40 million\x1b[2J [1]", False, (cite,), (hit,), {})
-    for text in (format_answer(answer), format_passages(answer)):
+    for text in (answer_text(answer), passages_text(answer)):
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text
 
 
@@ -370,6 +371,7 @@ def test_a_record_and_a_file_never_share_a_name(tmp_path):
 
 def test_control_tokens_in_a_document_stay_plain_text(seed_settings):
     from rag.llm import get_llm
+    from rag.prompt_tokens import plain_text_prompt
     from rag.registry import resolve_llm
 
     llm = get_llm(resolve_llm(None, seed_settings), seed_settings)
@@ -386,8 +388,9 @@ def test_control_tokens_in_a_document_stay_plain_text(seed_settings):
         return tokens.count(im_start[0]), tokens.count(im_end[0])
 
     assert count(planted) == count(benign)
-    assert llm._plain_text_prompt(llm._request("answer", benign)) is None  # unchanged path
-    plain = llm._plain_text_prompt(llm._request("answer", planted))
+    assert plain_text_prompt(llama, llm._render_chat,
+                             llm._request("answer", benign)) is None  # unchanged path
+    plain = plain_text_prompt(llama, llm._render_chat, llm._request("answer", planted))
     assert plain is not None and plain.count(im_start[0]) == count(benign)[0]
     gen = llm.generate("answer", planted, max_tokens=8)
     assert gen.text is not None

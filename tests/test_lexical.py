@@ -3,9 +3,10 @@
 import pytest
 
 from rag import lexical
-from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, content_words
-from rag.store import LEXICAL_NAME
+from rag.ingest import ingest
+from rag.retrieve import Retriever
+from rag.store import LEXICAL_NAME, open_store
+from rag.text import search_words
 
 QUESTIONS = [
     "How many North Korean personnel were killed?",
@@ -40,7 +41,7 @@ def test_scores_are_fts5s_to_the_bit(seed_settings):
     for q in questions:
         for weight in (0.0, 0.5, 1.0):
             for limit in (3, 50):
-                same_as_fts5(store, content_words(q), limit, weight)
+                same_as_fts5(store, search_words(q), limit, weight)
     store.close()
 
 
@@ -55,7 +56,7 @@ def test_postings_follow_the_index_through_replacements(fresh_settings, seed_cop
     assert postings.generation == store.generation()
     assert set(postings.rowids.tolist()) == {r for r, _ in store.all_chunks()}
     for q in QUESTIONS + ["ferry timetable Monday"]:
-        same_as_fts5(store, content_words(q), 20, 0.5)
+        same_as_fts5(store, search_words(q), 20, 0.5)
     store.close()
 
 
@@ -93,7 +94,7 @@ def test_an_unwritable_index_answers_from_memory(fresh_settings, seed_copy, monk
     def refused(path, data):  # as on a read-only folder (the tests may run as root)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("rag.store._atomic_write", refused)
+    monkeypatch.setattr("rag.store.atomic_write", refused)
     store, _ = open_store(fresh_settings)
     assert store.lexical_postings() is not None
     same_as_fts5(store, ["missile", "launch"], 10, 0.5)
@@ -205,12 +206,12 @@ def test_postings_updated_after_a_small_ingest_are_the_ones_built_whole(
     assert now.sizes.tolist() == whole.sizes.tolist()
     assert _by_term(now) == _by_term(whole)
     for q in QUESTIONS + ["ferry timetable Monday café", "brewery Varnholt prices"]:
-        same_as_fts5(store, content_words(q), 20, 0.5)
+        same_as_fts5(store, search_words(q), 20, 0.5)
     store.close()
 
 
 def test_pool_scores_weigh_words_by_how_few_candidates_hold_them(seed_settings):
-    from rag.ingest import open_store
+    from rag.store import open_store
 
     store, _ = open_store(seed_settings)
     postings = store.lexical_postings()

@@ -157,7 +157,7 @@ def test_model_defaults_hold_only_while_a_model_loads():
     llama.cpp): the defaults it starts from carry it inside model_defaults, and only there."""
     import llama_cpp.llama as high_level
 
-    from rag.llm import model_defaults
+    from rag.llama_runtime import model_defaults
 
     before = high_level.llama_cpp.llama_model_default_params().use_extra_bufts
     with model_defaults(use_extra_bufts=not before):
@@ -169,14 +169,14 @@ def test_model_defaults_hold_only_while_a_model_loads():
 
 
 def test_the_loaded_model_has_extra_buffers_off_where_amx_crashes(smollm):
-    from rag.llm import amx_crashes
+    from rag.llama_runtime import amx_crashes
 
     assert smollm._llama.model_params.use_extra_bufts is (not amx_crashes())
 
 
 def test_flash_attention_follows_the_measurement_unless_told(monkeypatch):
     from rag.config import cpu_flags
-    from rag.llm import flash_attention_pays
+    from rag.llama_runtime import flash_attention_pays
 
     monkeypatch.delenv("RAG_FLASH_ATTN", raising=False)
     assert flash_attention_pays() is ("amx_int8" not in cpu_flags())
@@ -188,14 +188,14 @@ def test_flash_attention_follows_the_measurement_unless_told(monkeypatch):
 def test_gemma_loads_without_an_error_line_that_is_none(capfd):
     """llama.cpp reports Gemma 3's full-size sliding-window cache at error level; rag drops
     that one line and passes every other message on."""
-    from rag import llm as llm_module
+    from rag import llama_runtime
 
     settings = Settings.from_env(n_ctx=1024)  # a size no other test loads: a fresh load here
     gemma = get_llm(resolve_llm("gemma3-270m", settings), settings)
     _ = gemma._llama
     err = capfd.readouterr().err
     assert "full-size SWA cache" not in err
-    llm_module._log_filter(3, b"ggml: a real failure\n", None)
+    llama_runtime._log_filter(3, b"ggml: a real failure\n", None)
     assert "ggml: a real failure" in capfd.readouterr().err
 
 
@@ -203,7 +203,8 @@ def test_the_system_message_state_is_restored_from_disk_to_the_same_answer(tmp_p
                                                                            monkeypatch):
     """A new process restores the evaluated system message from disk instead of evaluating it
     again, and answers exactly as it would have; a damaged file is evaluated afresh."""
-    from rag.llm import LLM, state_dir
+    from rag.llama_runtime import state_dir
+    from rag.llm import LLM
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     settings = Settings(n_threads=1)  # three loads of its own: one thread whatever else runs

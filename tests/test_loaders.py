@@ -4,8 +4,9 @@ import os
 import pytest
 
 from rag.chunking import chunk_document
+from rag.discovery import discover
 from rag.errors import InputRefused
-from rag.loaders import MAX_TEXT_BYTES, discover, load, load_all
+from rag.loaders import MAX_TEXT_BYTES, load, load_all
 from rag.types import Citation
 
 from .make_docs import (

@@ -4,14 +4,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.ingest import ingest, open_store
-from rag.retrieve import Retriever, content_words, fuse, rerank_by_sentence, whole_words
+from rag.ingest import ingest
+from rag.retrieve import Retriever, fuse, rerank_by_sentence
+from rag.store import open_store
+from rag.text import search_words, whole_words
 from rag.types import Chunk
 
 
-def test_content_words_leave_out_stopwords():
-    assert content_words("How many of the troops were killed?") == ["many", "troops", "killed"]
-    assert content_words("the of and") == []
+def test_search_words_leave_out_stopwords():
+    assert search_words("How many of the troops were killed?") == ["many", "troops", "killed"]
+    assert search_words("the of and") == []
 
 
 def test_hybrid_search_finds_the_passage(seed_settings):
@@ -129,7 +131,7 @@ def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
     brewery = [c for _, c in store.all_chunks(str(docs / "brewery.txt"))]
     assert len(brewery) == 2 and "Varnholt" not in brewery[1].text
     question = "By how much did the quarterly revenue of Varnholt rise?"
-    alone = store.lexical_search(content_words(question), 3, context_weight=0.0)
+    alone = store.lexical_search(search_words(question), 3, context_weight=0.0)
     first = alone[0][0]
     assert store.chunks_by_rowid([first])[first].source == str(docs / "bakery.txt")
     hits = Retriever(store, emb, "lexical").search(question, k=3)
@@ -184,8 +186,8 @@ def test_whole_words_finds_what_the_word_boundary_pattern_finds():
 
 
 def test_late_interaction_scores_every_candidate_or_none(fresh_settings, seed_copy):
-    from rag.ingest import open_store
     from rag.retrieve import late_interaction
+    from rag.store import open_store
 
     late = fresh_settings.with_(late_interaction=True)
     ingest([seed_copy], late)

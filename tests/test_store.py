@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from rag.errors import IndexLocked, IndexMismatch, IndexMissing
-from rag.ingest import ingest, open_store
-from rag.store import FAISS_NAME, FORMAT_VERSION, Store
+from rag.ingest import ingest
+from rag.store import FAISS_NAME, FORMAT_VERSION, Store, open_store
 
 
 def test_manifest_describes_the_index(fresh_settings, seed_copy):
@@ -79,7 +79,7 @@ def test_failed_write_leaves_the_last_committed_state(fresh_settings, seed_copy)
 
 
 def test_index_kind_is_exact_when_small_and_ivf_when_large():
-    from rag.store import EXACT_MAX_VECTORS, index_kind, ivf_lists
+    from rag.vector_index import EXACT_MAX_VECTORS, index_kind, ivf_lists
 
     assert index_kind(2_000) == "flat"
     assert index_kind(EXACT_MAX_VECTORS) == "flat"
@@ -93,7 +93,7 @@ def test_ivf_index_finds_what_exact_search_finds():
     import faiss
     import numpy as np
 
-    from rag.store import IVF_TARGET_RECALL, build_index, recall_at
+    from rag.vector_index import IVF_TARGET_RECALL, build_index, recall_at
 
     rng = np.random.default_rng(7)
     n, d = 20_000, 64
@@ -323,7 +323,7 @@ def test_index_without_token_codes_gains_them_at_the_next_ingest(fresh_settings,
 
 def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_copy):
     from rag.chunking import split_sentences
-    from rag.store import unpack_sentences, widen
+    from rag.layout import unpack_sentences, widen
 
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
@@ -343,7 +343,7 @@ def test_every_chunk_holds_its_sentences_spans_and_vectors(fresh_settings, seed_
 
 
 def test_sentence_scores_rank_chunks_by_their_best_sentence(fresh_settings, seed_copy):
-    from rag.store import unpack_sentences, widen
+    from rag.layout import unpack_sentences, widen
 
     ingest([seed_copy], fresh_settings)
     store, emb = open_store(fresh_settings)
@@ -369,7 +369,7 @@ def test_sentence_scores_rank_chunks_by_their_best_sentence(fresh_settings, seed
 
 
 def test_sentence_vectors_are_stored_in_bfloat16_rounded_to_nearest():
-    from rag.store import pack_sentences, unpack_sentences, widen
+    from rag.layout import pack_sentences, unpack_sentences, widen
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3, 384)).astype(np.float32)
@@ -460,7 +460,8 @@ def test_sentences_are_filled_in_only_where_searches_would_use_them(fresh_settin
 
 
 def test_a_chunk_without_sentences_is_left_out_of_the_sentence_list():
-    from rag.store import SentenceIndex, pack_sentences, unpack_sentences
+    from rag.layout import pack_sentences, unpack_sentences
+    from rag.vector_index import SentenceIndex
 
     rng = np.random.default_rng(1)
     v = rng.normal(size=(3, 8)).astype(np.float32)
