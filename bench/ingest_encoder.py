@@ -1,4 +1,4 @@
-"""Ingest encoder precision (issue #8): the bulk embedding that dominates `rag ingest`, run by
+"""Ingest encoder precision: the bulk embedding that dominates `rag ingest`, run by
 sentence-transformers in float32, in bfloat16 autocast (what rag uses where the CPU has
 AVX512-BF16) and with torch's dynamic int8 quantisation of every Linear layer (VNNI kernels).
 

@@ -1,4 +1,4 @@
-"""Performance and scale (issue #8): every stage of `rag` measured side by side, in one run.
+"""Performance and scale: every stage of `rag` measured side by side, in one run.
 
     .venv/bin/python bench/perf.py                 # all steps (what `make bench` runs)
     .venv/bin/python bench/perf.py --steps startup,generation --runs 3
@@ -44,7 +44,7 @@ QUESTIONS = ["How many North Korean personnel have been deployed to Russia?",
              "When did the talks begin?",
              "What did the ministry say about the deployment?"]
 
-# Peers, measured on this machine for the SQuAD corpus (issue #8).
+# Peers, measured on this machine for the SQuAD corpus.
 PEER_INGEST_S = {"LangChain (default pipeline)": 95.0, "LlamaIndex (default pipeline)": 105.0}
 PEER_QUERY_MS_2K = 13.0
 
