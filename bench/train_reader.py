@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from rag.config import Settings  # noqa: E402
+from rag.reading import fold  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
 WORK = ROOT / "bench" / "work" / "reader"
@@ -63,18 +64,14 @@ def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, 
     out: dict[int, list[str]] = {}
     for q in questions:
         hits = retriever.search(q["question"], 8)
-        folded = [_fold(a) for a in q["answers"]]
+        folded = [fold(a) for a in q["answers"]]
         negs = [h.chunk.text for h in hits
-                if not any(a in _fold(h.chunk.text) for a in folded)]
+                if not any(a in fold(h.chunk.text) for a in folded)]
         out[q["index"]] = negs[:per_question]
     store.close()
     WORK.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
     return out
-
-
-def _fold(s: str) -> str:
-    return " ".join("".join(c.lower() if c.isalnum() else " " for c in s).split())
 
 
 def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.Random):
@@ -220,7 +217,7 @@ def calibrate(args) -> None:
     from bench.squad import prepare
     from rag.evaluate import token_f1
     from rag.reader import Reader
-    from rag.reading import FEATURES, _sentence_around, features
+    from rag.reading import FEATURES, read_passages
     from rag.retrieve import Retriever
     from rag.store import open_store
 
@@ -235,17 +232,6 @@ def calibrate(args) -> None:
     weights = Path(args.weights)
     reader = Reader(embedder.minilm(), weights)
 
-    def read(question, hits):
-        """The reader's best span over `hits`, its sentence's margin and FEATURES."""
-        spans = reader.read(question, [h.chunk.text for h in hits])
-        best = max((s for per in spans for s in per), key=lambda s: s.margin)
-        text = hits[best.passage].chunk.text
-        a, b = _sentence_around(text, best.start, best.end)
-        alone = reader.read(question, [text[a:b]], top=5)[0]
-        m = [s.margin for s in alone if s.start < best.end - a and best.start - a < s.end]
-        support = max(m, default=None)
-        return best, text, support, features(question, hits, spans, text[a:b], support)
-
     rows, labels, kinds = [], [], []  # kinds: 1 asked over its retrieved passages, 0 wrong ones
     gold_f1, f1_top5, sentence = [], [], []
     t_read = 0.0
@@ -253,24 +239,26 @@ def calibrate(args) -> None:
         if n % 50 == 0:
             print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
         gold = tuple(q["answers"])
-        folded = [_fold(a) for a in gold]
+        folded = [fold(a) for a in gold]
         hits = retriever.search(q["question"], 12)
         t0 = time.perf_counter()
-        best, text, support, feats = read(q["question"], hits[:5])
+        got = read_passages(reader, q["question"], hits[:5])
         t_read += time.perf_counter() - t0
+        best, support = got.best, got.support
+        text = hits[best.passage].chunk.text
         f1 = token_f1(text[best.start:best.end], gold)
         f1_top5.append(f1)
-        rows.append([feats[f] for f in FEATURES])
+        rows.append([got.features[f] for f in FEATURES])
         labels.append(float(f1 >= 0.5))
         kinds.append(1)
         if f1 >= 0.5:
             sentence.append(-99.0 if support is None else support)
         g = reader.read(q["question"], [texts[q["doc"]]])[0]
         gold_f1.append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
-        negs = [h for h in hits if not any(a in _fold(h.chunk.text) for a in folded)][:5]
+        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
         if negs:
-            feats = read(q["question"], negs)[3]
-            rows.append([feats[f] for f in FEATURES])
+            rows.append([read_passages(reader, q["question"], negs).features[f]
+                         for f in FEATURES])
             labels.append(0.0)
             kinds.append(0)
     store.close()

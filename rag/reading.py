@@ -126,21 +126,19 @@ class Answerability:
                    float(data["threshold"]))
 
 
-def features(question: str, hits: list[Hit], spans: list[list[Span]], sentence: str,
-             sentence_margin: float | None) -> dict[str, float]:
-    """FEATURES of the reader's reading of `hits` (spans per passage, best first) and of the
-    sentence that holds the best span."""
+def features(question: str, hits: list[Hit], spans: list[list[Span]], best: Span,
+             sentence: str, sentence_margin: float | None) -> dict[str, float]:
+    """FEATURES of the reader's reading of `hits` (spans per passage, best first), of its best
+    span and of the sentence that holds it."""
     best_of = [per[0] for per in spans if per]
-    best = max(best_of, key=lambda s: s.margin)
-    text = hits[best.passage].chunk.text
-    answer = _fold(text[best.start:best.end])
+    answer = fold(hits[best.passage].chunk.text[best.start:best.end])
     others = sorted((s.margin for s in best_of if s.passage != best.passage), reverse=True)
     asked = set(search_words(question))
     said = set(search_words(sentence))
     return {"margin": best.margin, "span_score": best.score, "null": best.null,
             "runner_up": others[0] if others else _NONE,
             "mean_margin": sum(s.margin for s in best_of) / len(best_of),
-            "agreeing": float(sum(_fold(hits[s.passage].chunk.text[s.start:s.end]) == answer
+            "agreeing": float(sum(fold(hits[s.passage].chunk.text[s.start:s.end]) == answer
                                   for s in best_of) - 1),
             "similarity": hits[best.passage].similarity, "rank": float(best.passage),
             "overlap": len(asked & said) / max(1, len(asked)),
@@ -148,7 +146,35 @@ def features(question: str, hits: list[Hit], spans: list[list[Span]], sentence: 
             "sentence_margin": _NONE if sentence_margin is None else sentence_margin}
 
 
-def _fold(text: str) -> str:
+@dataclass(frozen=True)
+class Reading:
+    """What the reader made of a question's passages: its best span, the sentence around it
+    (offsets into that span's passage), the span's margin read in that sentence alone (None:
+    no span found there overlaps it) and the FEATURES the answerability model reads."""
+    best: Span
+    sentence: tuple[int, int]
+    support: float | None
+    features: dict[str, float]
+
+
+def read_passages(reader: Reader, question: str, hits: list[Hit]) -> Reading | None:
+    """The reader over `hits`, as the answer path and its calibration (`make train`) both read
+    them; None when no passage has a span."""
+    spans = reader.read(question, [h.chunk.text for h in hits])
+    best = max((s for per in spans for s in per), key=lambda s: s.margin, default=None)
+    if best is None:
+        return None
+    text = hits[best.passage].chunk.text
+    a, b = _sentence_around(text, best.start, best.end)
+    alone = reader.read(question, [text[a:b]], top=5)[0]
+    support = max((s.margin for s in alone if s.start < best.end - a and best.start - a < s.end),
+                  default=None)
+    return Reading(best, (a, b), support,
+                   features(question, hits, spans, best, text[a:b], support))
+
+
+def fold(text: str) -> str:
+    """Lower case, every run of characters that are not letters or digits one space."""
     return " ".join("".join(c.lower() if c.isalnum() else " " for c in text).split())
 
 
@@ -193,23 +219,20 @@ class ReaderPath:
     def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
         cal = self.calibration
         verification: dict = {"answerer": "reader"}
-        spans = self.reader.read(question, [h.chunk.text for h in hits])
-        best = max((s for per in spans for s in per), key=lambda s: s.margin, default=None)
-        if best is None:
+        reading = read_passages(self.reader, question, hits)
+        if reading is None:
             verification["reason"] = "no retrieved passage answers it"
             return abstention(question, hits, verification, t0, t1)
+        best, support, (a, b) = reading.best, reading.support, reading.sentence
         hit = hits[best.passage]
         span_text = hit.chunk.text[best.start:best.end]
         verification.update(reader_margin=round(best.margin, 3), best_span=span_text)
-        a, b = _sentence_around(hit.chunk.text, best.start, best.end)
         citation = Citation(n=1, source=hit.chunk.source, chunk_id=hit.chunk.chunk_id,
                             text=hit.chunk.text[a:b], start=hit.chunk.start + a,
                             end=hit.chunk.start + b)
-        support = self._support(question, citation.text, best.start - a, best.end - a)
         verification["sentence_margin"] = None if support is None else round(support, 3)
         if cal.answerability is not None:
-            chance = cal.answerability.chance(
-                features(question, hits, spans, citation.text, support))
+            chance = cal.answerability.chance(reading.features)
             verification.update(answerable_chance=round(chance, 3),
                                 answerable_threshold=cal.answerability.threshold)
             answers = chance >= cal.answerability.threshold
@@ -245,12 +268,6 @@ class ReaderPath:
                       timings=_timings(t0, t1, time.perf_counter()), method=method,
                       verification=verification)
 
-    def _support(self, question: str, sentence: str, start: int, end: int) -> float | None:
-        """The reader's margin for the span [start, end) read in `sentence` alone: the best
-        margin of a span it finds there that overlaps this one (None: none does)."""
-        spans: list[Span] = self.reader.read(question, [sentence], top=5)[0]
-        overlapping = [s.margin for s in spans if s.start < end and start < s.end]
-        return max(overlapping, default=None)
 
 
 def briefing(settings: Settings, question: str, wanted: Instruction) -> Answer:
