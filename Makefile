@@ -32,8 +32,7 @@ test: setup eval
 	$(BIN)/python -m pytest
 
 # The regression gate: seeds/qa.jsonl against the committed thresholds in eval.toml (exit 4
-# when a metric falls). Model responses are cached in .rag-eval/cache.sqlite, so an unchanged
-# re-run skips the model; an index from an older format is rebuilt. Reports: .rag-eval/report.*
+# when a metric falls); an index from an older format is rebuilt. Reports: .rag-eval/report.*
 eval: setup
 	$(BIN)/rag ingest seeds/*.txt --index .rag-eval || \
 	  { rm -rf .rag-eval && $(BIN)/rag ingest seeds/*.txt --index .rag-eval; }
@@ -50,7 +49,6 @@ bench: setup
 bench-squad: setup
 	$(BIN)/python bench/squad.py retrieval --split odd --n 500 --save
 	$(BIN)/python bench/squad.py answers --split odd --n 200 --style short --save
-	RAG_READER=0 $(BIN)/python bench/squad.py answers --split odd --n 200 --style short --save
 
 # The reader (rag/weights/): LoRA adapters and a span head on all-MiniLM-L6-v2, trained on SQuAD
 # dev even-numbered questions with hard negatives in three passes over them, each going on from
@@ -70,7 +68,6 @@ train: setup
 bench-natural: setup
 	bash bench/natural/fetch_docs.sh
 	$(BIN)/python bench/natural.py --save
-	RAG_READER=0 $(BIN)/python bench/natural.py --save
 
 lint: setup
 	$(BIN)/python -m ruff check rag tests bench

@@ -4,7 +4,6 @@ package). Each question is asked as `rag ask` asks it; a follow-up is asked as `
 it, after the question it follows.
 
     bash bench/natural/fetch_docs.sh && .venv/bin/python bench/natural.py [--save]
-    RAG_READER=0 .venv/bin/python bench/natural.py [--save]    # the evidence rules' path
 
 Scoring, per item:
 - answerable: right when rag answers and an accepted answer appears in what it says (case,
@@ -15,7 +14,7 @@ Scoring, per item:
 - instruction: right when the briefing mentions at least half of the item's key terms;
 - unanswerable: right when rag abstains, wrong when it answers.
 
-Writes bench/results_natural.json (the summary, by path) and bench/work/natural/rows.jsonl."""
+Writes bench/results_natural.json (the summary) and bench/work/natural/rows.jsonl."""
 
 from __future__ import annotations
 
@@ -121,13 +120,10 @@ def main() -> None:
     settings = Settings.from_env(index_dir=WORK / "index")
     ingest([str(docs)], settings)
     res, rows = run(settings)
-    rows_file = WORK / ("rows_reader.jsonl" if settings.reader else "rows_rules.jsonl")
-    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (WORK / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps(res, indent=2))
     if args.save:
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results["reader" if settings.reader else "rules"] = res
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        RESULTS.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

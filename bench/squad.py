@@ -133,7 +133,7 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
     def avg(key):
         return round(100 * sum(float(r[key]) for r in rows) / n, 2)
 
-    res = {"n": n, "model": answerer.llm.name, "seconds": round(dt, 1),
+    res = {"n": n, "model": answerer.llm.name if naive else "reader", "seconds": round(dt, 1),
            "rag": {"EM": avg("em"), "F1": avg("f1"), "contains": avg("contains"),
                    "abstained": avg("abstained"), "cited_gold_paragraph": avg("cited_gold"),
                    "words_mean": round(sum(len(r["answer"].split()) for r in rows) / n, 2)}}
@@ -144,95 +144,6 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
                                                2)
     answerer.close()
     return res, rows
-
-
-def unseen_margin(answerer, question: str) -> float:
-    """The lowest closeness of an unseen question word to the retrieved words (1.0 when every
-    word is mentioned somewhere): the question abstains when this is below the threshold."""
-    from rag import evidence as ev
-
-    hits = answerer.retrieve(question)
-    closeness = ev.unseen_closeness(question, hits, answerer.embedder, answerer.store.mentions)
-    return min(closeness.values(), default=1.0)
-
-
-def abstention(settings: Settings, qs, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7)) -> dict:
-    """Calibration of the unseen-word abstention: on SQuAD every question is answerable, so
-    each abstention is a false one; on seeds/qa.jsonl the unanswerable pairs say how many are
-    caught. Retrieval and word embeddings only: no model."""
-    from rag.answer import Answerer
-
-    out: dict = {}
-    answerer = Answerer(settings)
-    margins = [unseen_margin(answerer, q["question"]) for q in qs]
-    answerer.close()
-    out["squad_false_abstention"] = {str(t): round(sum(m < t for m in margins) / len(qs), 4)
-                                     for t in thresholds}
-    seeds_index = WORK.parent / "seeds-index"
-    seed_settings = settings.with_(index_dir=seeds_index)
-    from rag.ingest import ingest
-
-    ingest([str(p) for p in sorted((ROOT / "seeds").glob("*.txt"))], seed_settings)
-    pairs = [json.loads(line) for line in (ROOT / "seeds" / "qa.jsonl").read_text().splitlines()
-             if line.strip()]
-    answerer = Answerer(seed_settings)
-    seed_margins = [(p["unanswerable"], unseen_margin(answerer, p["question"])) for p in pairs]
-    answerer.close()
-    n_un = sum(u for u, _ in seed_margins)
-    n_an = len(seed_margins) - n_un
-    out["seeds_abstained_unanswerable"] = {
-        str(t): round(sum(u and m < t for u, m in seed_margins) / n_un, 4) for t in thresholds}
-    out["seeds_false_abstention"] = {
-        str(t): round(sum((not u) and m < t for u, m in seed_margins) / n_an, 4)
-        for t in thresholds}
-    out["n_squad"] = len(qs)
-    return out
-
-
-def evidence(settings: Settings, qs) -> dict:
-    """The answer pipeline without the model: for each question, does the first retrieved
-    sentence that fits the kind of answer asked for hold a gold answer, and does the part of it
-    the Answerer would quote (rag.evidence.quote_window)? Fast enough to tune ranking on."""
-    from rag import evidence as ev
-    from rag.answer import QUOTE_WORDS, Answerer
-    from rag.evaluate import contains_answer, token_f1
-
-    answerer = Answerer(settings)
-    sent_ok = quote_ok = withheld = unfit = other = slots = slot_ok = 0
-    f1 = words = 0.0
-    t0 = time.perf_counter()
-    for q in qs:
-        hits = answerer.retrieve(q["question"])
-        ranked = ev.rank_sentences(q["question"], hits, answerer.embedder)
-        top, told, verification = answerer.select(q["question"], hits, ranked)
-        kind = verification["answer_kind"]
-        if top is None:
-            if told is not None:
-                withheld += 1
-            elif verification["reason"].startswith("no retrieved sentence holds"):
-                unfit += 1
-            else:
-                other += 1
-            continue
-        gold = tuple(q["answers"])
-        slot = ev.answer_slot(q["question"], top.text) if kind != "yesno" else None
-        if slot is not None:
-            slots += 1
-            slot_ok += contains_answer(top.text[slot[0]:slot[1]], gold)
-        a, b = ev.quote_window(q["question"], top.text, kind, [s.text for s in ranked],
-                               QUOTE_WORDS, slot)
-        sent_ok += contains_answer(top.text, gold)
-        quote_ok += contains_answer(top.text[a:b], gold)
-        f1 += token_f1(top.text[a:b], gold)
-        words += len(top.text[a:b].split())
-    n = len(qs)
-    answerer.close()
-    return {"n": n, "sentence_holds_answer": round(sent_ok / n, 4),
-            "quote_holds_answer": round(quote_ok / n, 4), "quote_f1": round(100 * f1 / n, 2),
-            "quote_words_mean": round(words / n, 2),
-            "abstained_withheld": withheld, "abstained_no_fitting_sentence": unfit,
-            "abstained_other": other, "answered_by_slot": slots, "slot_holds_answer": slot_ok,
-            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def naive_answer(answerer, question: str) -> str:
@@ -252,7 +163,7 @@ def save(section: str, value) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["prepare", "retrieval", "answers", "abstention", "evidence"])
+    p.add_argument("what", choices=["prepare", "retrieval", "answers"])
     p.add_argument("--split", choices=["even", "odd"], default="even")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--model", default=None)
@@ -283,16 +194,6 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         if args.save:
             save(f"retrieval_{args.split}", res)
-    elif args.what == "evidence":
-        res = {"split": args.split, **evidence(settings, qs)}
-        print(json.dumps(res, indent=2))
-        if args.save:
-            save(f"evidence_{args.split}", res)
-    elif args.what == "abstention":
-        res = {"split": args.split, **abstention(settings, qs)}
-        print(json.dumps(res, indent=2))
-        if args.save:
-            save(f"abstention_{args.split}", res)
     elif args.what == "answers":
         res, rows = answers(settings, qs, naive=not args.no_naive)
         res["split"] = args.split
@@ -301,8 +202,7 @@ def main() -> None:
         if args.rows:
             args.rows.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         if args.save:
-            suffix = ("" if args.style == "quote" else f"_{args.style}") + \
-                ("" if settings.reader else "_rules")
+            suffix = "" if args.style == "quote" else f"_{args.style}"
             save(f"answers_{args.split}_{res['model']}{suffix}", res)
 
 

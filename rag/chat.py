@@ -2,11 +2,9 @@
 
 One Session holds the index, the models and the conversation for as long as it runs. Each
 question is made standalone for retrieval from the turn before it (rag/rewrite.py), answered by
-the ask pipeline, and shown: on a terminal the model's words stream as they come, then give
-way to the verified answer with its [n] markers and sources (the verified answer is a run of
-the evidence sentence, so it may differ from what streamed); when the input is piped, each
-answer is printed exactly as `rag ask` prints it, and the rewritten query goes to standard
-error so that standard output holds only answers.
+the ask pipeline, and shown with its [n] markers and sources, exactly as `rag ask` prints it;
+when the input is piped, the rewritten query goes to standard error so that standard output
+holds only answers.
 
 Unlike the other jobs this module writes to the streams it is given: it is the terminal side
 of the conversation. The CLI only builds a Session and runs it.
@@ -14,7 +12,6 @@ of the conversation. The CLI only builds a Session and runs it.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,20 +33,18 @@ Ask a question about the indexed documents; follow-ups may refer to the previous
   /sources        the passages behind the last answer, in full
   /brief [TOPIC]  a cited briefing over the index, or over TOPIC
   /reset          forget the conversation (the next question stands alone)
-  /model NAME     answer with another model (`rag models` lists them)
+  /model NAME     rewrite follow-ups with another model (`rag models`; with --rewrite llm)
   /help           this list
-  /quit           leave (so does Ctrl-D); Ctrl-C stops an answer being written"""
+  /quit           leave (so does Ctrl-D); Ctrl-C stops an answer being made"""
 
 DIM, BOLD, RESET = "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 
-# `rag chat` quotes the evidence unless told otherwise (--style, RAG_ANSWER_STYLE), where
-# `rag ask` and `rag eval` answer in the short style: a follow-up is searched with the words of
-# the turn before, the answer's among them, and a quoted sentence carries them where a
-# two-word answer does not. The 24 follow-ups of bench/followups.py (rules, seeds / with 500
-# SQuAD paragraphs) were right on 0.750 / 0.792 quoted, on 0.583 / 0.625 in the short style
-# with only the follow-ups quoted, and on 0.500 (seeds) in the short style; first turns 1.00
-# quoted against 0.95.
+# `rag chat` quotes the sentence that holds the answer unless told otherwise (--style,
+# RAG_ANSWER_STYLE), where `rag ask` and `rag eval` print the reader's span: a follow-up is
+# searched with the words of the turn before, the answer's among them, and a quoted sentence
+# carries more of them. The 24 follow-ups of bench/followups.py (seeds / with 500 SQuAD
+# paragraphs) were right on 0.833 / 0.833 quoted and on 0.750 / 0.750 in the short style.
 DEFAULT_STYLE = "quote"
 
 
@@ -66,8 +61,7 @@ class ChatAnswerer(Answerer):
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
         return super().retrieve(self.search_query or question, k)
 
-    def ask_turn(self, rewrite: Rewrite, k: int | None = None,
-                 on_token: Callable[[str], None] | None = None) -> Answer:
+    def ask_turn(self, rewrite: Rewrite, k: int | None = None) -> Answer:
         """Search with the standalone query, answer the user's question; when no passage is
         close enough to the bare question ("Who has been calling for them?"), answer the
         standalone query itself."""
@@ -79,11 +73,11 @@ class ChatAnswerer(Answerer):
             return self.briefing(rewrite.question, Instruction(carried, wanted.conflicts_first))
         self.search_query = rewrite.query if rewrite.rewritten else None
         try:
-            answer = self.ask(rewrite.question, k, on_token=on_token)
+            answer = self.ask(rewrite.question, k)
         finally:
             self.search_query = None
         if answer.abstained and rewrite.rewritten:
-            answer = self.ask(rewrite.query, k, on_token=on_token)
+            answer = self.ask(rewrite.query, k)
         return answer
 
 
@@ -154,20 +148,14 @@ class Session:
 
     def ask(self, question: str) -> Answer | None:
         """Answer one question and show it; None when stopped by Ctrl-C."""
-        stream = _Stream(self.out) if self.tty else None
         try:
             rw = self.rewrite(question)
             if rw.rewritten:
                 self._note(f"  searching: {rw.query}")
-            answer = self.answerer.ask_turn(rw, self.k,
-                                            on_token=stream.write if stream else None)
+            answer = self.answerer.ask_turn(rw, self.k)
         except KeyboardInterrupt:
-            if stream:
-                stream.erase()
             self._say("(stopped)")
             return None
-        if stream:
-            stream.erase()
         self._say(render.answer_text(answer))
         self._say()
         self.conversation.turns.append(Turn(rw, answer))
@@ -235,7 +223,7 @@ class Session:
 
     def _model(self, name: str) -> None:
         if not name:
-            self._say(f"model: {self.answerer.llm.name}")
+            self._say(f"model: {self.model_name()}")
             return
         from rag.llm import get_llm
         from rag.registry import resolve_llm
@@ -244,7 +232,13 @@ class Session:
         new = ChatAnswerer(self.settings, name)
         self.answerer.close()
         self.answerer = new
-        self._say(f"model: {new.llm.name}")
+        self._say(f"model: {self.model_name()}")
+
+    def model_name(self) -> str:
+        """The GGUF model's name, found in the registry without loading it."""
+        from rag.registry import resolve_llm
+
+        return resolve_llm(self.answerer.model_name, self.settings).name
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -262,34 +256,6 @@ class Session:
                     return
             except KeyboardInterrupt:
                 self._say("(stopped)")
-
-
-class _Stream:
-    """The model's words as they come, dim, then erased for the verified answer."""
-
-    PREFIX = "  "
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.text = ""
-
-    def write(self, piece: str) -> None:
-        if not self.text:
-            self.out.write(DIM + self.PREFIX)
-            piece = piece.lstrip()
-        piece = printable(piece)
-        self.text += piece
-        self.out.write(piece)
-        self.out.flush()
-
-    def erase(self) -> None:
-        if not self.text:
-            return
-        cols = max(1, shutil.get_terminal_size().columns)
-        rows = (len(self.PREFIX) + len(self.text) - 1) // cols + 1
-        self.out.write(RESET + "\r\x1b[K" + "\x1b[1A\x1b[K" * (rows - 1))
-        self.out.flush()
-        self.text = ""
 
 
 def terminal_reader(settings: Settings) -> Callable[[], str]:
@@ -320,6 +286,7 @@ def piped_reader(stream: TextIO) -> Callable[[], str]:
 
 def welcome(session: Session) -> str:
     n = len(session.answerer.store.documents())
-    return (f"{BOLD}rag chat{RESET} over {n} document{'s' if n != 1 else ''} with "
-            f"{printable(session.answerer.llm.name, one_line=True)}: /help lists the "
-            "commands, Ctrl-D leaves.")
+    model = f", follow-ups rewritten by {printable(session.model_name(), one_line=True)}" \
+        if session.mode == "llm" else ""
+    return (f"{BOLD}rag chat{RESET} over {n} document{'s' if n != 1 else ''}{model}: /help "
+            "lists the commands, Ctrl-D leaves.")

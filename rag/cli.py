@@ -39,8 +39,8 @@ class Style(StrEnum):
 
 StyleOpt = Annotated[Style | None, typer.Option(
     "--style", envvar="RAG_ANSWER_STYLE", case_sensitive=False,
-    help="When the model's own words fail their checks: let the model choose a short run "
-         "of the evidence (default) or quote the evidence")]
+    help="short: the reader's span (default of ask and eval); quote: the sentence that "
+         "holds it (default of chat)")]
 
 
 def _settings(index: Path | None, model: str | None = None,
@@ -243,7 +243,7 @@ def chat(index: IndexOpt = None, model: ModelOpt = None, k: KOpt = 5,
          = "rules", style: StyleOpt = None) -> None:
     """Interactive questions in the terminal, with follow-ups (/help inside; Ctrl-D leaves).
     With standard input piped: one question per line, each answer printed as `rag ask` does.
-    Answers quote their evidence unless --style says otherwise."""
+    Answers quote the sentence that holds them unless --style says otherwise."""
     from rag import chat as conversation
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -326,9 +326,6 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
           junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML")] = None,
           html: Annotated[Path | None, typer.Option(
               "--html", help="Write a self-contained HTML report")] = None,
-          no_cache: Annotated[bool, typer.Option(
-              "--no-cache", help="Ask the model every question, ignoring cached responses")]
-          = False,
           style: StyleOpt = None,
           ) -> None:
     """The regression evaluation over fixed Q&A pairs (exit 4 when a gate fails)."""
@@ -357,8 +354,7 @@ def eval_(qa_file: Path, index: IndexOpt = None, model: ModelOpt = None, k: KOpt
             report = evaluate.run(_settings(index, model, style), items,
                                   retrieval_only=retrieval_only, k=k,
                                   progress=None if bars is None else
-                                  lambda done, total: bars("eval", done, total),
-                                  use_cache=not no_cache)
+                                  lambda done, total: bars("eval", done, total))
     except FAILURES as e:
         _fail(e, index)
     report["gates"] = evaluate.check_gates(report["metrics"], thresholds, base, tolerance,

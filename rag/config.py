@@ -103,18 +103,13 @@ class Settings:
     seed: int = 1234
     temperature: float = 0.0
     max_answer_tokens: int = 48
-    # "short": the reader's span (with RAG_READER=0: the model's words found in the evidence,
-    # or the run of it the model finds likeliest); "quote": the sentence that holds it
+    # "short": the reader's span; "quote": the sentence that holds it
     answer_style: str = "short"
     # Late interaction as a fourth retrieval list (rag.retrieve.late_interaction): off by
     # default, since it costs recall@5 on SQuAD's held-out odd questions (0.978 -> 0.972).
     # RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes (or fills in) the token
     # codes it reads.
     late_interaction: bool = False
-    # The learned reader answers (rag.reading). RAG_READER=0 answers with the evidence rules
-    # and the model's phrasing instead (rag.evidence): on questions nobody tuned for they answer
-    # more often and are confidently wrong far more often (docs/answering.md).
-    reader: bool = True
     # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
     # refused by name. A 500-page PDF of 45 lines a page (2 million characters) reads in 4.8 s
     # here at nice 19 on a loaded machine, so 120 s leaves 25x; a PDF whose pages share one
@@ -138,8 +133,6 @@ class Settings:
             values["answer_style"] = env["RAG_ANSWER_STYLE"]
         if env.get("RAG_LATE_INTERACTION"):
             values["late_interaction"] = env["RAG_LATE_INTERACTION"] not in ("0", "false", "no")
-        if env.get("RAG_READER"):
-            values["reader"] = env["RAG_READER"] not in ("0", "false", "no")
         if env.get("RAG_THREADS"):
             values["n_threads"] = _env_number("RAG_THREADS", int, 1, 256)
         if env.get("RAG_FILE_SECONDS"):

@@ -9,9 +9,8 @@ never depends on what the process did before:
 - any other model through sentence-transformers.
 Measured on the Intel Xeon (AMX) of bench/results.md, against the numpy forward that embedded
 questions before (rag.minilm.MiniLM, kept as the torch-free reference): a question 15.5 ms ->
-4.4 ms on one thread, 3.3 ms on two; the ~20 candidate evidence sentences of an answer 0.35 s
--> 0.10 s, so a warm `rag ask` is ~0.28 s faster. The price is torch's import, ~1.1 s on a
-cold `rag ask` (2.5 s -> 3.6 s; the target is 8 s).
+4.4 ms on one thread, 3.3 ms on two; twenty sentences 0.35 s -> 0.10 s. The price is torch's
+import, ~1.1 s on a cold `rag ask` (2.5 s -> 3.6 s; the target is 8 s).
 
 Token counting uses the model's own fast tokenizer (tokenizers, no torch), so chunking
 and `rag --help` never pay for importing torch.
@@ -30,7 +29,7 @@ import numpy as np
 from rag.config import cpu_flags
 from rag.registry import ModelSpec
 
-# Vectors of recent short-call texts (questions, evidence sentences), kept for the next
+# Vectors of recent short-call texts (questions, a briefing's sentences), kept for the next
 # question of a session: a follow-up mostly meets the same passages again.
 MEMO_TEXTS = 8192
 # Calls of up to this many texts go through that memory; ingest's batches do not.
@@ -153,7 +152,7 @@ class Embedder:
               lengths: Sequence[int] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text. `lengths`: each text's length in
         tokens, when known (chunks carry theirs), to batch texts of like lengths. A few texts
-        (a question, its evidence sentences) are remembered for the next call."""
+        (a question, a few sentences) are remembered for the next call."""
         if progress is None and len(texts) <= MEMO_CALL_TEXTS:
             return self._embed_memo(texts)
         return self._embed(texts, batch_size, progress, lengths)

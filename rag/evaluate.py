@@ -140,20 +140,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k: int = 5,
-        progress: Callable[[int, int], None] | None = None, use_cache: bool = True) -> dict:
-    """Ask every question; the report holds the metrics and one entry per pair. Model
-    responses are cached in the index folder (see rag/cache.py) unless use_cache is False."""
+        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Ask every question; the report holds the metrics and one entry per pair."""
     from rag.answer import Answerer
-    from rag.cache import ResponseCache
     from rag.citations import strip_markers
+    from rag.reader import checksum
 
     answerer = Answerer(settings)
     out_items = []
-    cache = previous_cache = None
     try:
-        if not retrieval_only and use_cache:
-            cache = ResponseCache.in_index(settings.index_dir)
-            previous_cache, answerer.llm.cache = answerer.llm.cache, cache
         for i, item in enumerate(items):
             t0 = time.perf_counter()
             if retrieval_only:
@@ -186,19 +181,12 @@ def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k
             "index_documents": answerer.store.manifest().n_documents,
         }
         if not retrieval_only:
-            fingerprints["model"] = answerer.llm.name
-            fingerprints["model_fingerprint"] = answerer.llm.fingerprint
+            fingerprints["reader_sha256"] = checksum()
     finally:
-        if cache is not None:
-            answerer.llm.cache = previous_cache
-            cache.close()
         answerer.close()
     metrics = compute_metrics(items, out_items, k, retrieval_only)
     metrics.update(fingerprints)
-    report = {"metrics": metrics, "items": out_items}
-    if not retrieval_only:
-        report["cache"] = cache.stats() if cache is not None else {"disabled": True}
-    return report
+    return {"metrics": metrics, "items": out_items}
 
 
 def compute_metrics(items: list[QAItem], results: list[dict], k: int,

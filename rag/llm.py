@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,20 +27,13 @@ from rag.llama_runtime import (
     save_state,
     state_dir,
 )
-
-# fit_to_context: the jobs that prompt a model import it from here
-from rag.prompt_tokens import (  # noqa: F401
+from rag.prompt_tokens import (
     build_request,
-    fit_to_context,
     formatter,
     plain_text_prompt,
     prompt_and_end,
 )
 from rag.registry import ModelSpec
-
-# How a prompt is cut into batches (see LLM._prime); part of every cached response's key, as
-# the cut can change what a greedy model says.
-PROMPT_EVALUATION = "system-message, rest, last-token"
 
 
 @dataclass(frozen=True)
@@ -103,31 +95,14 @@ class LLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    # A ResponseCache (rag/cache.py) the caller may set: `rag eval` does, so an unchanged
-    # re-run is answered from disk. None: always generate.
-    cache = None
-
     def generate(self, task: str, values: dict[str, object], max_tokens: int,
-                 grammar: str | None = None, stop: list[str] | None = None,
-                 on_token: Callable[[str], None] | None = None) -> Generation:
-        """Render prompts/{task}.* for this model's prompt style and generate, greedily.
-        With `on_token`, the text is also handed over piece by piece as the model writes it
-        (a cached response is handed over whole)."""
+                 grammar: str | None = None, stop: list[str] | None = None) -> Generation:
+        """Render prompts/{task}.* for this model's prompt style and generate, greedily."""
         params = dict(max_tokens=max_tokens, temperature=self.settings.temperature,
                       top_k=1, top_p=1.0, repeat_penalty=1.0, seed=self.settings.seed,
                       stop=stop or [])
         t0 = time.perf_counter()
         request = self._request(task, values)
-        key = None
-        if self.cache is not None:
-            key = self._cache_key(request, params, grammar)
-            hit = self.cache.get(key)
-            if hit is not None and isinstance(hit.get("text"), str):
-                if on_token is not None:
-                    on_token(hit["text"])
-                return Generation(text=hit["text"], prompt_tokens=hit.get("prompt_tokens", 0),
-                                  completion_tokens=hit.get("completion_tokens", 0),
-                                  seconds=time.perf_counter() - t0)
         from llama_cpp import LlamaGrammar
 
         llama = self._llama
@@ -136,26 +111,19 @@ class LLM:
             prompt, _, fixed = self._prompt_and_end(task, values)
             self._prime(prompt, fixed)
         plain = plain_text_prompt(self._llama, self._render_chat, request)
-        if on_token is not None:
-            gen = self._stream(request, params, compiled, on_token, t0, plain)
+        if plain is not None:
+            out = llama.create_completion(prompt=plain, **params, grammar=compiled)
+            text = out["choices"][0]["text"]
+        elif "messages" in request:
+            out = llama.create_chat_completion(**request, **params, grammar=compiled)
+            text = out["choices"][0]["message"]["content"] or ""
         else:
-            if plain is not None:
-                out = llama.create_completion(prompt=plain, **params, grammar=compiled)
-                text = out["choices"][0]["text"]
-            elif "messages" in request:
-                out = llama.create_chat_completion(**request, **params, grammar=compiled)
-                text = out["choices"][0]["message"]["content"] or ""
-            else:
-                out = llama.create_completion(**request, **params, grammar=compiled)
-                text = out["choices"][0]["text"]
-            usage = out.get("usage", {})
-            gen = Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
-                             completion_tokens=usage.get("completion_tokens", 0),
-                             seconds=time.perf_counter() - t0)
-        if key is not None:
-            self.cache.put(key, {"text": gen.text, "prompt_tokens": gen.prompt_tokens,
-                                 "completion_tokens": gen.completion_tokens})
-        return gen
+            out = llama.create_completion(**request, **params, grammar=compiled)
+            text = out["choices"][0]["text"]
+        usage = out.get("usage", {})
+        return Generation(text=text.strip(), prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0),
+                          seconds=time.perf_counter() - t0)
 
     def _request(self, task: str, values: dict[str, object]) -> dict:
         return build_request(self.settings.prompts_dir, self.chat, task, values)
@@ -171,9 +139,8 @@ class LLM:
         """How likely the model is to answer with each of `texts`, cut at each of its offsets in
         `cuts`: for each text, one (offset, log-probability) per cut that falls between tokens,
         where the log-probability is that of the text's tokens up to the cut followed by the
-        end of the answer. The model reads; it writes nothing. (Greedy generation by a 135M
-        model tends to restate the question; asked which run of the evidence it would say, it
-        chooses well.)
+        end of the answer. The model reads; it writes nothing (bench/reader_llm.py measures it
+        as a chooser among the reader's spans).
 
         The prompt is evaluated once (reusing the context's matching prefix), each text is
         evaluated after it in one batch, and the context is left holding the prompt."""
@@ -270,50 +237,6 @@ class LLM:
 
     def _decode(self, tokens: list[int], n_past: int, last_only: bool = False):
         return decode(self._llama, tokens, n_past, last_only)
-
-    def _stream(self, request: dict, params: dict, compiled, on_token: Callable[[str], None],
-                t0: float, plain: list[int] | None = None) -> Generation:
-        # A streamed response carries no usage: each chunk is one token, and the context then
-        # holds the prompt and the tokens evaluated after it.
-        llama = self._llama
-        if plain is not None:
-            chunks = llama.create_completion(prompt=plain, **params, grammar=compiled,
-                                             stream=True)
-            request = {"prompt": plain}
-        elif "messages" in request:
-            chunks = llama.create_chat_completion(**request, **params, grammar=compiled,
-                                                  stream=True)
-        else:
-            chunks = llama.create_completion(**request, **params, grammar=compiled, stream=True)
-        pieces: list[str] = []
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            piece = (choice.get("delta") or {}).get("content") if "messages" in request \
-                else choice.get("text")
-            if piece:
-                pieces.append(piece)
-                on_token(piece)
-        n = len(pieces)
-        return Generation(text="".join(pieces).strip(),
-                          prompt_tokens=max(0, llama.n_tokens - n), completion_tokens=n,
-                          seconds=time.perf_counter() - t0)
-
-    def _cache_key(self, request: dict, params: dict, grammar: str | None) -> str:
-        """Everything that decides the output: the model file, the llama.cpp build, the
-        context size, flash attention, the rendered prompt, the grammar and every sampling
-        parameter."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        from rag.cache import cache_key
-
-        try:
-            runtime = version("llama_cpp_python")
-        except PackageNotFoundError:
-            runtime = "unknown"
-        return cache_key(model=self.fingerprint, runtime=runtime, n_ctx=self.n_ctx,
-                         flash_attn=self.flash_attn,
-                         request=request, params=params, grammar=grammar,
-                         evaluation=PROMPT_EVALUATION if self.can_score else "llama-cpp-python")
 
 
 _cache: dict[tuple[str, int, int], LLM] = {}

@@ -1,5 +1,5 @@
 """The BERT encoder of a sentence-transformers model (MiniLM) as rag runs it: TorchMiniLM, a
-forward pass written in torch, embeds every text (chunks at ingest, questions, evidence
+forward pass written in torch, embeds every text (chunks at ingest, questions, briefing
 sentences) without sentence-transformers or transformers (~3.4 s less to import and load);
 MiniLM holds the weights and the tokenizer, and the same forward in numpy, the torch-free
 reference the engine is tested and benchmarked against.

@@ -1,5 +1,4 @@
-"""The reader's answer path (the default; RAG_READER=0 answers with rag.evidence's rules) and the
-requests that are not questions.
+"""The reader's answer path, and the requests that are not questions.
 
 rag.answer.Answerer hands each question here: the learned reader (rag.reader) scores every span
 of every retrieved passage against the passage's "no answer here" score, and a logistic model
@@ -11,7 +10,7 @@ printed only when, there too, it beats "no answer" by the calibrated support mar
 the sentence is quoted, and the JSON says so and why. Numbers: docs/answering.md.
 
 Instructions ("Summarize ...", "Tell me about ...", "What do the sources disagree on?") are not
-questions: whichever path answers, they are answered by the briefing machinery (rag.brief) on
+questions: they are answered by the briefing machinery (rag.brief) on
 their topic (`instruction`, `briefing`).
 """
 

@@ -218,10 +218,6 @@ def eval_table(report: dict, baseline: dict | None = None) -> str:
     if failed:
         lines += ["", f"{len(failed)} of {len(report['items'])} questions failed:"]
         lines += [_clip(f"  {r['id']}: {r['failure']}", 150) for r in failed]
-    cache = report.get("cache")
-    if cache and not cache.get("disabled"):
-        lines += ["", f"cache: {cache['hits']} hits, {cache['misses']} misses ({cache['path']})"
-                  + (f"; not used: {cache['error']}" if cache.get("error") else "")]
     lines.append("")
     lines.append("gates: " + ("passed" if gates.get("passed", True) else
                               "FAILED: " + "; ".join(gates.get("failures", []))))
@@ -251,7 +247,7 @@ def eval_html(items: list[QAItem], report: dict, baseline: dict | None = None,
     fails = "".join(f"<li>{html.escape(f)}</li>" for f in gates.get("failures", []))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in gates.get("notes", []))
     facts = " · ".join(html.escape(f"{k}: {metrics[k]}") for k in (
-        "model", "model_fingerprint", "embedding_model", "index_generation", "index_documents",
+        "reader_sha256", "embedding_model", "index_generation", "index_documents",
         "n_items", "k") if k in metrics)
     rates = [n for n, v in metrics.items() if _is_rate(n) and number(v)]
     others = [n for n, v in metrics.items() if not _is_rate(n) and number(v)

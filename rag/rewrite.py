@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rag.text import STOPWORDS
+from rag.text import STOPWORDS, stem, unpossess
 
 MODES = ("rules", "llm", "off")
 
@@ -66,11 +66,7 @@ def _words(text: str) -> list[str]:
 
 
 def _key(word: str) -> str:
-    w = word.lower().strip("'’.").removesuffix("’s").removesuffix("'s")
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)]
-    return w
+    return stem(unpossess(word.lower()).strip("'’."))
 
 
 def content_keys(text: str) -> set[str]:

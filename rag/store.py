@@ -282,15 +282,6 @@ class Store:
             args = (source,)
         return [(r[0], Chunk(*r[1:])) for r in self.db.execute(q + " ORDER BY source, start", args)]
 
-    def mentions(self, word: str) -> bool:
-        """Whether any indexed passage holds `word` (as FTS5 reads it: case folded, stemmed)."""
-        word = word.replace('"', "")
-        if not word.strip():
-            return False
-        row = self.db.execute("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1",
-                              (f'"{word}"',)).fetchone()
-        return row is not None
-
     def lexical_search(self, words: Iterable[str], limit: int,
                        context_weight: float = 1.0) -> list[tuple[int, float]]:
         """(rowid, bm25) best first for any of `words`, each a phrase of its own: FTS5's

@@ -96,9 +96,9 @@ class Answer:
     citations: tuple[Citation, ...]
     hits: tuple[Hit, ...]
     timings: dict[str, float]
-    # generated: the model's words, found in the evidence; chosen: the run of the evidence the
-    # model found likeliest (style "short"); extractive: the evidence quoted; abstained
-    method: str = "generated"
+    # reader: the reader's span (or, style "quote", its sentence); extractive: the sentence
+    # quoted in place of the span (why: verification["why_quoted"]); briefing; abstained
+    method: str = "reader"
     verification: dict = field(default_factory=dict)
 
 

@@ -46,10 +46,10 @@ def seed_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def answerer(seed_settings):
-    """The evidence rules' answer path (RAG_READER=0); the reader's is tests/test_reading.py's."""
+    """An Answerer over the seed index, shared by the tests that only ask."""
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(reader=False))
+    a = Answerer(seed_settings)
     yield a
     a.close()
 

@@ -1,5 +1,5 @@
 """`rag eval` as users and CI drive it: the contract's JSON shape, exit code 4, baselines,
-the response cache, JUnit and HTML reports. Real models; small Q&A files for speed."""
+JUnit and HTML reports. Real models; small Q&A files for speed."""
 
 import json
 import shutil
@@ -17,13 +17,12 @@ from .conftest import SEEDS
 
 runner = CliRunner()
 
-# A question the pipeline answers today, and one the documents do not hold: each pair
-# asked of the model costs seconds, so two.
+# A question the documents answer and one they do not: two, for speed.
 PAIRS = [
     {"id": "q11", "question": "How many North Korean personnel have been deployed to Russia?",
      "answers": ["15,000", "15000"], "sources": ["000", "002"], "unanswerable": False},
-    {"id": "q48", "question": "How many North Korean soldiers have been wounded in the war in "
-     "Ukraine?", "answers": [], "sources": [], "unanswerable": True},
+    {"id": "q48", "question": "What is the boiling point of liquid nitrogen in Kelvin?",
+     "answers": [], "sources": [], "unanswerable": True},
 ]
 
 
@@ -38,13 +37,13 @@ def _qa(path, pairs):
 
 @pytest.fixture(scope="module")
 def work(seed_settings, tmp_path_factory):
-    """A private copy of the seed index (the response cache is written inside it), the small
-    Q&A file, and a first run without the cache, kept as the baseline."""
+    """A private copy of the seed index, the small Q&A file, and a first run, kept as the
+    baseline."""
     root = tmp_path_factory.mktemp("eval")
     index = root / "index"
     shutil.copytree(seed_settings.index_dir, index)
     qa = _qa(root / "qa.jsonl", PAIRS)
-    r = _eval(qa, "--index", index, "--json", "--no-cache")
+    r = _eval(qa, "--index", index, "--json")
     assert r.exit_code == 0, r.output
     first = root / "first.json"
     first.write_text(r.stdout, encoding="utf-8")
@@ -76,34 +75,22 @@ def test_json_matches_the_contract(work):
                  "abstention_accuracy", "false_abstention_rate", "citation_precision",
                  "citation_recall", "answer_words_mean", "latency_p50_s", "latency_p95_s"):
         assert isinstance(m[name], (int, float)), name
-    assert m["model"] and m["model_fingerprint"] and m["embedding_model"]
+    from rag.reader import checksum
+
+    assert m["reader_sha256"] == checksum() and m["embedding_model"]
     assert m["recall@5"] == 1.0 and m["answer_accuracy"] == 1.0
-    assert report["cache"] == {"disabled": True}
     assert report["gates"]["passed"] is True
 
 
-def test_two_runs_identical_and_the_cache_serves_the_rerun(work, monkeypatch):
-    cold = _eval(work["qa"], "--index", work["index"], "--json")
-    assert cold.exit_code == 0, cold.output
-    warm = _eval(work["qa"], "--index", work["index"], "--json", "--baseline", work["first"])
-    assert warm.exit_code == 0, warm.output
-    runs = [work["report"], json.loads(cold.stdout), json.loads(warm.stdout)]
-    for run in runs[1:]:
-        for a, b in zip(runs[0]["items"], run["items"]):
-            assert (a["answer"], a["abstained"], a["citations"]) == \
-                (b["answer"], b["abstained"], b["citations"])
-    assert runs[2]["gates"]["failures"] == []
-    assert runs[2]["gates"]["baseline"] == str(work["first"])
-    # the reader asks the GGUF model nothing; the evidence rules' path has it phrase, and a
-    # rerun is served from the cache
-    assert runs[1]["cache"]["misses"] == 0
-    monkeypatch.setenv("RAG_READER", "0")
-    cold, warm = (json.loads(_eval(work["qa"], "--index", work["index"], "--json").stdout)
-                  for _ in range(2))
-    generated = cold["cache"]["misses"]
-    assert generated >= 1 and cold["cache"]["hits"] == 0
-    assert (warm["cache"]["hits"], warm["cache"]["misses"]) == (generated, 0)
-    assert (work["index"] / "cache.sqlite").is_file()
+def test_two_runs_are_identical_and_pass_against_the_first(work):
+    again = _eval(work["qa"], "--index", work["index"], "--json", "--baseline", work["first"])
+    assert again.exit_code == 0, again.output
+    first, second = work["report"], json.loads(again.stdout)
+    for a, b in zip(first["items"], second["items"]):
+        assert (a["answer"], a["abstained"], a["citations"]) == \
+            (b["answer"], b["abstained"], b["citations"])
+    assert second["gates"]["failures"] == []
+    assert second["gates"]["baseline"] == str(work["first"])
 
 
 def test_wrong_accepted_answers_exit_4_naming_the_metrics(work):
@@ -161,20 +148,24 @@ def test_bad_qa_file_names_file_and_line(work, tmp_path):
     assert _eval(work["qa"], "--no-such-flag").exit_code == 2
 
 
-def test_retrieval_only_loads_no_model_and_prints_one_json_object(seed_settings, tmp_path):
-    """In a fresh process: stdout is exactly one JSON object, and llama_cpp never loads."""
-    qa = _qa(tmp_path / "qa.jsonl", PAIRS)
+def _eval_in_a_fresh_process(qa, index, *flags):
+    """stdout, and whether llama_cpp was imported and how many GGUF models were loaded."""
     code = ("import sys\nfrom rag.cli import app\n"
             "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    status = e.code\n"
             "import rag.llm\n"
             "sys.stderr.write(f'\\nSTATUS={status} LLAMA={\"llama_cpp\" in sys.modules} '\n"
             "                 f'LLMS={len(rag.llm._cache)}\\n')\n")
-    out = subprocess.run([sys.executable, "-c", code, "eval", str(qa), "--retrieval-only",
-                          "--json", "--index", str(seed_settings.index_dir)],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert "STATUS=0 LLAMA=False LLMS=0" in out.stderr, out.stderr
-    assert out.stdout.endswith("\n") and out.stdout.count("\n") == 1
-    report = json.loads(out.stdout)
+    out = subprocess.run([sys.executable, "-c", code, "eval", str(qa), "--json", "--index",
+                          str(index), *flags], capture_output=True, text=True, cwd=qa.parent)
+    return out.stdout, out.stderr
+
+
+def test_retrieval_only_loads_no_model_and_prints_one_json_object(seed_settings, tmp_path):
+    qa = _qa(tmp_path / "qa.jsonl", PAIRS)
+    stdout, stderr = _eval_in_a_fresh_process(qa, seed_settings.index_dir, "--retrieval-only")
+    assert "STATUS=0 LLAMA=False LLMS=0" in stderr, stderr
+    assert stdout.endswith("\n") and stdout.count("\n") == 1
+    report = json.loads(stdout)
     assert set(report) >= {"metrics", "items"}
     for item in report["items"]:
         assert item["answer"] is None and item["abstained"] is None
@@ -182,6 +173,15 @@ def test_retrieval_only_loads_no_model_and_prints_one_json_object(seed_settings,
         assert len(item["retrieved"]) == 5
     assert "answer_accuracy" not in report["metrics"]
     assert report["metrics"]["recall@5"] == 1.0
+
+
+def test_answers_load_no_gguf_model(seed_settings, tmp_path):
+    """The reader answers: an eval never loads llama.cpp."""
+    qa = _qa(tmp_path / "qa.jsonl", PAIRS)
+    stdout, stderr = _eval_in_a_fresh_process(qa, seed_settings.index_dir)
+    assert "STATUS=0 LLAMA=False LLMS=0" in stderr, stderr
+    items = json.loads(stdout)["items"]
+    assert [i["abstained"] for i in items] == [False, True]
 
 
 def test_seed_questions_pass_the_committed_retrieval_gates(seed_settings):

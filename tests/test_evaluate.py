@@ -1,15 +1,12 @@
-"""rag/evaluate.py (Q&A file, metrics, gates, reports) and rag/cache.py (the response cache
-behind LLM.generate)."""
+"""rag/evaluate.py: the Q&A file, metrics, gates and reports."""
 
 import json
-import sqlite3
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
 
 from rag import evaluate, render
-from rag.cache import ResponseCache, cache_key
 from rag.errors import QAFileError
 from rag.evaluate import QAItem
 
@@ -265,77 +262,6 @@ def test_run_retrieval_only(seed_settings):
     assert report["metrics"]["recall@3"] == 0.5
     assert "model" not in report["metrics"] and "cache" not in report
     assert report["metrics"]["embedding_model"] == seed_settings.embedding_model
-
-
-# -- the response cache ----------------------------------------------------------------------
-
-def test_cache_round_trip_and_key(tmp_path):
-    cache = ResponseCache.in_index(tmp_path)
-    key = cache_key(model="m", prompt="p", grammar=None, max_tokens=8)
-    assert cache.get(key) is None
-    cache.put(key, {"text": "hello"})
-    cache.close()
-    again = ResponseCache.in_index(tmp_path)
-    assert again.get(key) == {"text": "hello"}
-    assert (again.hits, again.misses) == (1, 0)
-    for change in ({"model": "m2"}, {"prompt": "p "}, {"grammar": "root ::= x"},
-                   {"max_tokens": 9}):
-        parts = {"model": "m", "prompt": "p", "grammar": None, "max_tokens": 8, **change}
-        assert cache_key(**parts) != key
-
-
-def test_a_broken_cache_file_is_set_aside(tmp_path):
-    path = tmp_path / "cache.sqlite"
-    path.write_bytes(b"this is not a database" * 100)
-    cache = ResponseCache(path)
-    assert cache.get("k") is None
-    cache.put("k", {"text": "x"})
-    assert cache.get("k") == {"text": "x"} and cache.error is None
-    assert (tmp_path / "cache.sqlite.broken").exists()
-
-
-def test_an_unusable_cache_never_raises(tmp_path):
-    cache = ResponseCache(tmp_path / "missing-folder" / "cache.sqlite")
-    cache.put("k", {"text": "x"})
-    assert cache.get("k") is None and cache.error
-    # a well-formed database whose table holds the wrong thing
-    path = tmp_path / "odd.sqlite"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, value TEXT, created_at REAL)")
-    db.execute("INSERT INTO responses VALUES ('k', 'not json', 0)")
-    db.commit()
-    db.close()
-    odd = ResponseCache(path)
-    assert odd.get("k") is None
-
-
-def test_llm_generate_uses_the_cache(seed_settings, tmp_path):
-    from rag.llm import get_llm
-    from rag.registry import resolve_llm
-
-    llm = get_llm(resolve_llm(seed_settings.model, seed_settings), seed_settings)
-    values = {"passages": "[1] About 15,000 North Korean personnel were deployed.",
-              "question": "How many personnel were deployed?"}
-    cache = ResponseCache(tmp_path / "cache.sqlite")
-    llm.cache = cache
-    # llama.cpp reuses the context's matching prefix, and a prompt evaluated in other batches
-    # can tip a greedy choice: each uncached call here starts from an empty context
-    llm._llama.reset()
-    try:
-        first = llm.generate("answer", values, max_tokens=8)
-        second = llm.generate("answer", values, max_tokens=8)
-        assert (cache.hits, cache.misses) == (1, 1)
-        assert second.text == first.text
-        assert second.completion_tokens == first.completion_tokens
-        llm.generate("answer", values, max_tokens=6)  # another parameter: another entry
-        llm.generate("answer", values, max_tokens=8, grammar='root ::= "15,000"')
-        assert (cache.hits, cache.misses) == (1, 3)
-        llm.cache = None
-        llm._llama.reset()
-        assert llm.generate("answer", values, max_tokens=8).text == first.text
-        assert (cache.hits, cache.misses) == (1, 3)
-    finally:
-        llm.cache = None
 
 
 def test_an_answer_is_right_only_in_at_most_40_words():

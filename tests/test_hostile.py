@@ -268,7 +268,8 @@ def test_huge_question_is_searched_within_the_embedding_budget(seed_settings):
 
 
 def test_fit_to_context_cuts_the_question_with_a_note(seed_settings):
-    from rag.llm import fit_to_context, get_llm
+    from rag.llm import get_llm
+    from rag.prompt_tokens import fit_to_context
     from rag.registry import resolve_llm
 
     llm = get_llm(resolve_llm(None, seed_settings), seed_settings)

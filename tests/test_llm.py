@@ -2,7 +2,6 @@ import re
 
 import pytest
 
-from rag import evidence as ev
 from rag.config import Settings
 from rag.errors import ModelNotFound
 from rag.llm import get_llm
@@ -13,6 +12,17 @@ SENTENCES = [
     "deployed to Russia, with roughly 600 killed in combat.",
     "Lee met Japanese Prime Minister Shigeru Ishiba in Tokyo.",
 ]
+
+
+# At most 16 words of at most 24 characters on one line, a comma only between digit groups
+GRAMMAR = r"""
+root ::= word (" " word){0,15}
+word ::= [^ \t\n\r\[\],] [^ \t\n\r\[\],]{0,23} ("," [0-9] [0-9] [0-9])* ","?
+"""
+
+
+def _word_ends(text):
+    return [m.end() for m in re.finditer(r"\w(?:[\w,]*\w)?", text)]
 
 
 def _values(question):
@@ -33,19 +43,19 @@ def test_smollm_uses_its_own_chat_template(smollm):
 
 def _short(text):
     # the grammar's own word limit: root ::= word (" " word){0,N} allows N + 1 words
-    limit = int(re.search(r"\{0,(\d+)\}", ev.SHORT_ANSWER_GRAMMAR).group(1)) + 1
+    limit = int(re.search(r"\{0,(\d+)\}", GRAMMAR).group(1)) + 1
     return 0 < len(text.split()) <= limit and "\n" not in text and "[" not in text
 
 
 def test_grammar_keeps_the_answer_short(smollm):
     gen = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=32,
-                          grammar=ev.SHORT_ANSWER_GRAMMAR)
+                          grammar=GRAMMAR)
     assert _short(gen.text), gen.text
     assert gen.completion_tokens >= 1
 
 
 def test_generation_is_deterministic(smollm):
-    g = ev.SHORT_ANSWER_GRAMMAR
+    g = GRAMMAR
     a = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
     b = smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
     assert a.text == b.text
@@ -62,7 +72,7 @@ def test_base_model_gets_a_completion_prompt():
     gemma = get_llm(resolve_llm("gemma3-270m", settings), settings)
     assert not gemma.chat
     gen = gemma.generate("answer", _values("Who did Lee meet in Tokyo?"), max_tokens=24,
-                         grammar=ev.SHORT_ANSWER_GRAMMAR)
+                         grammar=GRAMMAR)
     assert _short(gen.text), gen.text
 
 
@@ -77,55 +87,10 @@ def test_truncated_gguf_is_refused_clearly(tmp_path):
             "answer", _values("x?"), 4)
 
 
-def test_streaming_hands_over_the_same_text_piece_by_piece(smollm):
-    g = ev.SHORT_ANSWER_GRAMMAR
-    whole = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
-    pieces: list[str] = []
-    streamed = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g,
-                               on_token=pieces.append)
-    assert streamed.text == whole.text
-    assert len(pieces) >= 2 and "".join(pieces).strip() == whole.text
-    assert streamed.completion_tokens == len(pieces)
-
-
-def test_stream_stopped_midway_leaves_the_model_usable(smollm):
-    class Stop(Exception):
-        pass
-
-    def stop_at_first(piece):
-        raise Stop
-
-    before = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
-                             grammar=ev.SHORT_ANSWER_GRAMMAR)
-    with pytest.raises(Stop):
-        smollm.generate("answer", _values("How many were killed?"), 24,
-                        grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=stop_at_first)
-    after = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24,
-                            grammar=ev.SHORT_ANSWER_GRAMMAR)
-    assert after.text == before.text and _short(after.text)
-
-
-def test_cached_response_is_streamed_whole(tmp_path):
-    from rag.cache import ResponseCache
-
-    settings = Settings(n_threads=2)
-    llm = get_llm(resolve_llm("smollm2", settings), settings)
-    llm.cache = ResponseCache(tmp_path / "cache.sqlite")
-    try:
-        first = llm.generate("answer", _values("How many were killed?"), 24,
-                             grammar=ev.SHORT_ANSWER_GRAMMAR)
-        pieces: list[str] = []
-        again = llm.generate("answer", _values("How many were killed?"), 24,
-                             grammar=ev.SHORT_ANSWER_GRAMMAR, on_token=pieces.append)
-    finally:
-        llm.cache = None
-    assert pieces == [first.text] and again.text == first.text
-
-
 def test_an_answer_does_not_depend_on_the_questions_before_it(smollm):
     # llama.cpp's sums depend on how a prompt is cut into batches; the prompt is evaluated
     # the same way whatever the context held, so history cannot tip a greedy choice
-    g = ev.SHORT_ANSWER_GRAMMAR
+    g = GRAMMAR
     smollm._llama.reset()
     fresh = smollm.generate("answer", _values("Who did Lee meet in Tokyo?"), 24, grammar=g)
     smollm.generate("answer", _values("How many were killed?"), 24, grammar=g)
@@ -142,7 +107,7 @@ def test_score_continuations_prefers_the_run_that_answers(smollm):
     values = {"passages": SENTENCES[0], "question": "How many personnel were killed in combat?"}
     texts = ["600 killed in combat", "Russia", "South Korean intelligence"]
     scored = smollm.score_continuations("answer", values, texts,
-                                        [ev.word_ends(t) for t in texts])
+                                        [_word_ends(t) for t in texts])
     # one (end offset, log-probability) per word end, offsets within each text
     assert [e for e, _ in scored[0]] == [3, 10, 13, 20]
     assert [e for e, _ in scored[1]] == [6]
@@ -209,7 +174,7 @@ def test_the_system_message_state_is_restored_from_disk_to_the_same_answer(tmp_p
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     settings = Settings(n_threads=1)  # three loads of its own: one thread whatever else runs
     spec = resolve_llm("smollm2", settings)
-    values, g = _values("How many were killed?"), ev.SHORT_ANSWER_GRAMMAR
+    values, g = _values("How many were killed?"), GRAMMAR
 
     def run() -> tuple[str, list, list[int]]:
         llm = LLM(spec, settings)  # a model of its own: a new process's

@@ -5,31 +5,8 @@ from rag.citations import markers
 from tests.test_answer import _check_citations
 
 
-@pytest.fixture(scope="module")
-def reading(seed_settings):
-    """An Answerer on the default path, the learned reader."""
-    from rag.answer import Answerer
-
-    a = Answerer(seed_settings.with_(reader=True))
-    yield a
-    a.close()
-
-
-@pytest.mark.parametrize("question,expected", [
-    ("How many North Korean personnel have been deployed to Russia?", "15,000"),
-    ("In what year did the armistice end active fighting in the Korean War?", "1953"),
-])
-def test_reader_answers_are_cited_verbatim(reading, question, expected):
-    a = reading.ask(question)
-    assert not a.abstained
-    assert expected in a.answer
-    assert markers(a.answer) == [1]
-    assert expected in a.citations[0].text
-    _check_citations(a)
-
-
-def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(reading):
-    a = reading.ask("How many North Korean personnel have been deployed to Russia?")
+def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(answerer):
+    a = answerer.ask("How many North Korean personnel have been deployed to Russia?")
     assert a.method == "reader"
     body = a.answer.rsplit(" [", 1)[0]
     assert body == a.verification["span"]
@@ -39,8 +16,8 @@ def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(reading)
     assert a.verification["checks"] == {"supported_by_sentence": True}
 
 
-def test_reader_abstains_on_an_unrelated_question_and_says_why(reading):
-    a = reading.ask("What is the boiling point of liquid nitrogen in Kelvin?")
+def test_reader_abstains_on_an_unrelated_question_and_says_why(answerer):
+    a = answerer.ask("What is the boiling point of liquid nitrogen in Kelvin?")
     assert a.abstained and a.method == "abstained"
     assert a.citations == ()
     assert a.answer.startswith("The indexed documents do not answer this question")
@@ -48,25 +25,25 @@ def test_reader_abstains_on_an_unrelated_question_and_says_why(reading):
     assert a.verification["answerable_chance"] < a.verification["answerable_threshold"]
 
 
-def test_reader_timings_add_up(reading):
-    a = reading.ask("How many portraits of soldiers killed in battle were displayed?")
+def test_reader_timings_add_up(answerer):
+    a = answerer.ask("How many portraits of soldiers killed in battle were displayed?")
     t = a.timings
     assert set(t) == {"retrieve_s", "generate_s", "total_s"}
     assert 0 < t["retrieve_s"] and 0 < t["generate_s"]
     assert abs(t["retrieve_s"] + t["generate_s"] - t["total_s"]) < 2e-4
 
 
-def test_the_reader_loads_once_per_process(reading):
-    reading.ask("How many North Korean personnel have been deployed to Russia?")
-    reader = reading.reading.reader
-    reading.ask("Who did Lee Jae Myung meet in Tokyo?")
-    assert reading.reading.reader is reader
+def test_the_reader_loads_once_per_process(answerer):
+    answerer.ask("How many North Korean personnel have been deployed to Russia?")
+    reader = answerer.reading.reader
+    answerer.ask("Who did Lee Jae Myung meet in Tokyo?")
+    assert answerer.reading.reader is reader
 
 
 def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
     from rag.answer import Answerer
 
-    a = Answerer(seed_settings.with_(answer_style="quote", reader=True))
+    a = Answerer(seed_settings.with_(answer_style="quote"))
     try:
         ans = a.ask("How many North Korean personnel have been deployed to Russia?")
         assert ans.method == "reader"
@@ -85,9 +62,9 @@ def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
     question = "How many North Korean personnel have been deployed to Russia?"
     base = Calibration.load()
     assert base.answerability is not None
-    strict_support = Answerer(seed_settings.with_(reader=True))
-    strict_answer = Answerer(seed_settings.with_(reader=True))
-    margin_only = Answerer(seed_settings.with_(reader=True))
+    strict_support = Answerer(seed_settings)
+    strict_answer = Answerer(seed_settings)
+    margin_only = Answerer(seed_settings)
     strict_support._reading = ReaderPath(
         strict_support.settings, strict_support.embedder, replace(base, support_margin=1e9))
     strict_answer._reading = ReaderPath(
