@@ -54,6 +54,9 @@ TOPIC_WEIGHT = 2.0
 CENTRAL_WEIGHT = 0.5
 CONCEPT_POWER = 1.0
 MAX_WORDS_DEFAULT = 300
+# A topic's briefing reads this many of the passages retrieved for the topic a point: the
+# candidates stay on the topic (docs/briefing.md)
+TOPIC_PASSAGES_PER_POINT = 2
 
 
 @dataclass
@@ -107,6 +110,18 @@ def _usable(text: str) -> bool:
             and sum(ch.isalpha() for ch in text) > len(text) / 2)
 
 
+def _in_a_heading(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] lies on a line of its own that ends without a sentence's closing
+    mark ("A Brief History of Debian - Chapter 4. A Detailed History"): a title, not prose. A
+    line running past the text is not judged."""
+    a = text.rfind("\n", 0, start) + 1
+    b = text.find("\n", end)
+    if b < 0:
+        return False
+    line = text[a:b].rstrip()
+    return bool(line) and line[-1] not in ".!?:;\"”’')"
+
+
 def _read_document(store, source: str, doc: int, chunks: list | None) -> list[_Sentence]:
     """The sentences of one document, from at most CHUNKS_PER_DOC of its chunks."""
     if chunks is None:
@@ -132,7 +147,7 @@ def _read_document(store, source: str, doc: int, chunks: list | None) -> list[_S
             if folded in said:
                 continue
             said.add(folded)
-            if _usable(text):
+            if _usable(text) and not _in_a_heading(c.text, a, b):
                 out.append(_Sentence(c.source, c.chunk_id, c.start + a, c.start + b, text, doc, 0))
     out.sort(key=lambda s: s.start)
     for i, s in enumerate(out):
@@ -140,13 +155,13 @@ def _read_document(store, source: str, doc: int, chunks: list | None) -> list[_S
     return out
 
 
-def _map(settings: Settings, topic: str | None, progress: Progress | None):
+def _map(settings: Settings, topic: str | None, passages: int, progress: Progress | None):
     store, embedder = open_store(settings)
     try:
         titles = dict(store.documents())
         if topic:
             hits = Retriever(store, embedder, late=settings.late_interaction).search(
-                topic, k=40, pool=120, collapse=False)
+                topic, k=passages, pool=120, collapse=False)
             by_source: dict[str, list] = {}
             for h in hits:
                 by_source.setdefault(h.chunk.source, []).append(h.chunk)
@@ -286,9 +301,12 @@ def _point(cluster: _Cluster, pool: list[_Sentence]) -> Point:
 
 
 def build(settings: Settings, topic: str | None = None, max_points: int = 12,
-          max_words: int | None = MAX_WORDS_DEFAULT, progress: Progress | None = None) -> Briefing:
-    """The briefing: at most max_points points, stopping once they hold max_words words."""
-    pool, vecs, scope, titles, topic_vec, _ = _map(settings, topic, progress)
+          max_words: int | None = MAX_WORDS_DEFAULT, progress: Progress | None = None,
+          passages: int | None = None) -> Briefing:
+    """The briefing: at most max_points points, stopping once they hold max_words words. With a
+    topic, read from `passages` retrieved for it (TOPIC_PASSAGES_PER_POINT a point)."""
+    pool, vecs, scope, titles, topic_vec, _ = _map(
+        settings, topic, passages or TOPIC_PASSAGES_PER_POINT * max_points, progress)
     sources = tuple((s, titles.get(s, s)) for s in scope)
     if progress:
         progress("merge", 0, 1)

@@ -156,6 +156,32 @@ def test_topic_briefing_stays_on_topic(seed_settings):
     assert any("15,000" in p.text or "600" in p.text for p in b.points)
 
 
+def test_a_topic_briefing_quotes_the_passages_its_topic_retrieves(seed_settings):
+    from rag.retrieve import Retriever
+    from rag.store import open_store
+
+    topic = "the summit between Lee Jae Myung and Shigeru Ishiba"
+    b = brief.build(seed_settings, topic=topic, max_points=2)
+    store, embedder = open_store(seed_settings)
+    try:
+        retrieved = {h.chunk.chunk_id for h in Retriever(store, embedder).search(
+            topic, k=brief.TOPIC_PASSAGES_PER_POINT * 2, pool=120, collapse=False)}
+    finally:
+        store.close()
+    cited = {c.chunk_id for p in b.points for c in p.citations}
+    assert b.points and cited <= retrieved
+
+
+def test_a_heading_is_never_a_point():
+    text = ("A Brief History of Debian - Chapter 4. A Detailed History\n\n4.1. The 0.x "
+            "Releases\n\nDebian was begun in August 1993 by Ian Murdock. It grew.\n")
+    first = text.index("A Brief")
+    prose = text.index("Debian was")
+    assert brief._in_a_heading(text, first, text.index(" A Detailed"))
+    assert not brief._in_a_heading(text, prose, text.index(" It grew"))
+    assert not brief._in_a_heading("No line ends here", 0, 5)
+
+
 def test_map_stays_within_its_budget(seed_settings, monkeypatch):
     """However large the corpus, a document brings at most SENTENCES_PER_DOC candidates read
     from at most CHUNKS_PER_DOC chunks, and the pool never exceeds POOL_LIMIT."""
@@ -164,7 +190,7 @@ def test_map_stays_within_its_budget(seed_settings, monkeypatch):
     monkeypatch.setattr(brief, "SENTENCES_PER_DOC", 5)
     monkeypatch.setattr(brief, "POOL_LIMIT", 12)
     seen = []
-    pool, vecs, scope, *_ = brief._map(seed_settings, None, lambda *a: seen.append(a))
+    pool, vecs, scope, *_ = brief._map(seed_settings, None, 24, lambda *a: seen.append(a))
     assert len(pool) <= 12 and vecs.shape[0] == len(pool)
     for source in scope:
         mine = [s for s in pool if s.source == source]
