@@ -76,7 +76,7 @@ def run(settings: Settings) -> tuple[dict, list[dict]]:
                      "answer": answer.answer, "abstained": answer.abstained,
                      "method": answer.method, "verdict": verdict,
                      "latency_s": round(latency, 3),
-                     "verification": answer.verification})
+                     "verification": answer.verification.as_json()})
     session.close()
     return summarise(rows, time.perf_counter() - t0), rows
 

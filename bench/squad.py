@@ -119,7 +119,7 @@ def answers(settings: Settings, qs, naive: bool = True) -> dict:
                "f1": token_f1(text, tuple(q["answers"])),
                "contains": contains_answer(text, tuple(q["answers"])),
                "cited_gold": any(doc_of(c.source) == q["doc"] for c in a.citations),
-               "verification": a.verification}
+               "verification": a.verification.as_json()}
         if naive:
             nt = naive_answer(answerer, q["question"])
             row.update(naive=nt, naive_em=float(any(normalize(nt) == normalize(g)

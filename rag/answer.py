@@ -89,5 +89,5 @@ def answer_json(a: Answer) -> dict:
         "citations": [c.as_json() for c in a.citations],
         "timings": a.timings,
         "method": a.method,
-        "verification": a.verification,
+        "verification": a.verification.as_json(),
     }

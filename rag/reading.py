@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rag.chunking import split_sentences
@@ -30,7 +30,7 @@ from rag.errors import RagError
 from rag.reader import READER_BASE, WEIGHTS, Reader, Span, load_base
 from rag.registry import resolve_embedding
 from rag.text import search_words
-from rag.types import Answer, Citation, Hit
+from rag.types import Answer, Citation, Hit, Verification
 
 ABSTAIN_TEXT = "The indexed documents do not answer this question."
 CALIBRATION = WEIGHTS.with_name("reader.json")
@@ -217,56 +217,53 @@ class ReaderPath:
 
     def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
         cal = self.calibration
-        verification: dict = {"answerer": "reader"}
         reading = read_passages(self.reader, question, hits)
         if reading is None:
-            verification["reason"] = "no retrieved passage answers it"
-            return abstention(question, hits, verification, t0, t1)
+            return abstention(question, hits, Verification(
+                reason="no retrieved passage answers it"), t0, t1)
         best, support, (a, b) = reading.best, reading.support, reading.sentence
         hit = hits[best.passage]
         span_text = hit.chunk.text[best.start:best.end]
-        verification.update(reader_margin=round(best.margin, 3), best_span=span_text)
+        seen = Verification(reader_margin=round(best.margin, 3), best_span=span_text,
+                            sentence_margin=None if support is None else round(support, 3))
+        if cal.answerability is not None:
+            chance = cal.answerability.chance(reading.features)
+            seen = replace(seen, answerable_chance=round(chance, 3),
+                           answerable_threshold=cal.answerability.threshold)
+            answers = chance >= cal.answerability.threshold
+        else:
+            seen = replace(seen, answer_margin=cal.answer_margin)
+            answers = best.margin >= cal.answer_margin
+        if not answers:
+            return abstention(question, hits, replace(
+                seen, reason="no retrieved passage answers it"), t0, t1)
         citation = Citation(n=1, source=hit.chunk.source, chunk_id=hit.chunk.chunk_id,
                             text=hit.chunk.text[a:b], start=hit.chunk.start + a,
                             end=hit.chunk.start + b)
-        verification["sentence_margin"] = None if support is None else round(support, 3)
-        if cal.answerability is not None:
-            chance = cal.answerability.chance(reading.features)
-            verification.update(answerable_chance=round(chance, 3),
-                                answerable_threshold=cal.answerability.threshold)
-            answers = chance >= cal.answerability.threshold
-        else:
-            verification["answer_margin"] = cal.answer_margin
-            answers = best.margin >= cal.answer_margin
-        if not answers:
-            verification["reason"] = "no retrieved passage answers it"
-            return abstention(question, hits, verification, t0, t1)
-        verification.update(span=span_text, support_margin=cal.support_margin)
         supported = support is not None and support >= cal.support_margin
-        verification["checks"] = {"supported_by_sentence": supported}
+        why_quoted = None
         if reads_as_instructions(hit.chunk.text):
-            verification["why_quoted"] = ("the passage reads as instructions to a model: it is "
-                                          "quoted, never answered from")
-            text, method = citation.text, "extractive"
+            why_quoted = ("the passage reads as instructions to a model: it is quoted, never "
+                          "answered from")
         elif _YESNO.match(question):
-            verification["why_quoted"] = "a yes/no question is answered by quoting the sentence"
-            text, method = citation.text, "extractive"
+            why_quoted = "a yes/no question is answered by quoting the sentence"
         elif not supported:
-            verification["why_quoted"] = ("the cited sentence alone does not support the span "
-                                          "as the answer: the sentence is quoted instead")
+            why_quoted = ("the cited sentence alone does not support the span as the answer: "
+                          "the sentence is quoted instead")
+        if why_quoted is not None:
             text, method = citation.text, "extractive"
         elif self.settings.answer_style == "quote":
             text, method = citation.text, "reader"
         else:
             text, method = span_text, "reader"
-        verification["sources_agreeing"] = 1 + len(hit.also_in)
-        if hit.also_in:
-            verification["also_in"] = list(hit.also_in)
+        verification = replace(seen, span=span_text, support_margin=cal.support_margin,
+                               supported_by_sentence=supported, why_quoted=why_quoted,
+                               sources_agreeing=1 + len(hit.also_in),
+                               also_in=tuple(hit.also_in))
         return Answer(question=question, answer=f"{text} [1]", abstained=False,
                       citations=(citation,), hits=tuple(hits),
                       timings=_timings(t0, t1, time.perf_counter()), method=method,
                       verification=verification)
-
 
 
 def briefing(settings: Settings, question: str, wanted: Instruction) -> Answer:
@@ -290,11 +287,11 @@ def briefing(settings: Settings, question: str, wanted: Instruction) -> Answer:
                       for c in point.citations]
         lines.append("- " + _MARKER.sub(lambda m, o=offset: f"[{int(m.group(1)) + o}]",
                                         point.text))
-    verification = {"instruction": True, "topic": wanted.topic,
-                    "points": len(b.points), "conflicts": len(b.conflicts)}
+    verification = Verification(answerer="briefing", topic=wanted.topic,
+                                points=len(b.points), conflicts=len(b.conflicts))
     if not lines:
-        verification["reason"] = "no document speaks of " + (wanted.topic or "anything")
-        return abstention(question, [], verification, t0, t1)
+        return abstention(question, [], replace(
+            verification, reason="no document speaks of " + (wanted.topic or "anything")), t0, t1)
     if wanted.conflicts_first and not b.conflicts:
         lines.insert(0, "The sources do not disagree on this; what they say:")
     return Answer(question=question, answer="\n".join(lines), abstained=False,
@@ -303,11 +300,11 @@ def briefing(settings: Settings, question: str, wanted: Instruction) -> Answer:
                   verification=verification)
 
 
-def abstention(question: str, hits: list[Hit], verification: dict, t0: float,
+def abstention(question: str, hits: list[Hit], verification: Verification, t0: float,
                t1: float) -> Answer:
     text = ABSTAIN_TEXT
-    if verification.get("reason"):
-        text = f"{ABSTAIN_TEXT[:-1]}: {verification['reason']}."
+    if verification.reason:
+        text = f"{ABSTAIN_TEXT[:-1]}: {verification.reason}."
     return Answer(question=question, answer=text, abstained=True, citations=(),
                   hits=tuple(hits), timings=_timings(t0, t1, time.perf_counter()),
                   method="abstained", verification=verification)

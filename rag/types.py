@@ -89,6 +89,50 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """Why an answer is what it is: `--json`'s "verification" (fields left unset are left out).
+    Margins are the reader's: a span's score less its window's "no answer here" score."""
+    answerer: str = "reader"  # "reader", or "briefing" for a request that is not a question
+    reason: str | None = None  # why rag abstained, in words
+    reader_margin: float | None = None  # the best span's margin
+    best_span: str | None = None  # the best span, answered or not
+    sentence_margin: float | None = None  # the span's margin in its sentence read alone
+    answerable_chance: float | None = None  # the answerability model's chance for the span
+    answerable_threshold: float | None = None  # ... at or above which rag answers
+    answer_margin: float | None = None  # with no answerability model: the margin to answer
+    span: str | None = None  # the span the answer is, or is quoted around
+    support_margin: float | None = None  # the sentence margin a printed span must reach
+    supported_by_sentence: bool | None = None
+    why_quoted: str | None = None  # why the sentence is printed in place of the span
+    sources_agreeing: int | None = None  # sources that carry the cited passage
+    also_in: tuple[str, ...] = ()  # the other sources that carry it
+    topic: str | None = None  # a briefing's topic (None: the whole index)
+    points: int | None = None  # a briefing's points and conflicts
+    conflicts: int | None = None
+
+    def as_json(self) -> dict:
+        out: dict = {"answerer": self.answerer}
+        if self.answerer == "briefing":
+            out.update(instruction=True, topic=self.topic, points=self.points,
+                       conflicts=self.conflicts)
+        for name in ("reason", "reader_margin", "best_span", "sentence_margin",
+                     "answerable_chance", "answerable_threshold", "answer_margin", "span",
+                     "support_margin"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.reader_margin is not None and self.sentence_margin is None:
+            out["sentence_margin"] = None  # read, and no span found in the sentence alone
+        if self.supported_by_sentence is not None:
+            out["checks"] = {"supported_by_sentence": self.supported_by_sentence}
+        for name in ("why_quoted", "sources_agreeing"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.also_in:
+            out["also_in"] = list(self.also_in)
+        return out
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     answer: str
@@ -97,9 +141,9 @@ class Answer:
     hits: tuple[Hit, ...]
     timings: dict[str, float]
     # reader: the reader's span (or, style "quote", its sentence); extractive: the sentence
-    # quoted in place of the span (why: verification["why_quoted"]); briefing; abstained
+    # quoted in place of the span (why: verification.why_quoted); briefing; abstained
     method: str = "reader"
-    verification: dict = field(default_factory=dict)
+    verification: Verification = field(default_factory=Verification)
 
 
 @dataclass(frozen=True)

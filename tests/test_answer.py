@@ -67,7 +67,7 @@ def test_yes_no_questions_quote_the_passage(answerer):
     a = answerer.ask("Was a peace treaty ever signed to end the Korean War?")
     assert not a.abstained and a.method == "extractive"
     assert "peace treaty" in a.answer
-    assert "yes/no" in a.verification["why_quoted"]
+    assert "yes/no" in a.verification.why_quoted
     _check_citations(a)
 
 

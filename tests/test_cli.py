@@ -71,6 +71,10 @@ def test_ask_json_shape(seed_settings):
         assert set(c) >= {"n", "source", "chunk_id", "text"}
         with open(c["source"], encoding="utf-8") as f:
             assert c["text"] in f.read()
+    v = data["verification"]
+    assert v["answerer"] == "reader" and v["span"] in data["answer"]
+    assert v["checks"] == {"supported_by_sentence": True} and "reason" not in v
+    assert v["answerable_chance"] >= v["answerable_threshold"]
 
 
 def test_ask_json_abstains(seed_settings):
@@ -79,6 +83,9 @@ def test_ask_json_abstains(seed_settings):
     data = json.loads(r.stdout)
     assert data["abstained"] is True and data["citations"] == []
     assert data["answer"]
+    v = data["verification"]
+    assert v["reason"] in data["answer"] and "checks" not in v and "span" not in v
+    assert v["answerable_chance"] < v["answerable_threshold"]
 
 
 def test_ask_prints_answer_and_sources(seed_settings):

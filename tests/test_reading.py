@@ -9,11 +9,11 @@ def test_the_short_answer_is_the_readers_span_inside_the_cited_sentence(answerer
     a = answerer.ask("How many North Korean personnel have been deployed to Russia?")
     assert a.method == "reader"
     body = a.answer.rsplit(" [", 1)[0]
-    assert body == a.verification["span"]
+    assert body == a.verification.span
     assert body in a.citations[0].text and len(body.split()) <= 6
-    assert a.verification["answerable_chance"] >= a.verification["answerable_threshold"]
-    assert a.verification["sentence_margin"] >= a.verification["support_margin"]
-    assert a.verification["checks"] == {"supported_by_sentence": True}
+    assert a.verification.answerable_chance >= a.verification.answerable_threshold
+    assert a.verification.sentence_margin >= a.verification.support_margin
+    assert a.verification.supported_by_sentence is True
 
 
 def test_reader_abstains_on_an_unrelated_question_and_says_why(answerer):
@@ -21,8 +21,8 @@ def test_reader_abstains_on_an_unrelated_question_and_says_why(answerer):
     assert a.abstained and a.method == "abstained"
     assert a.citations == ()
     assert a.answer.startswith("The indexed documents do not answer this question")
-    assert a.verification["reason"] in a.answer
-    assert a.verification["answerable_chance"] < a.verification["answerable_threshold"]
+    assert a.verification.reason in a.answer
+    assert a.verification.answerable_chance < a.verification.answerable_threshold
 
 
 def test_reader_timings_add_up(answerer):
@@ -48,7 +48,7 @@ def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
         ans = a.ask("How many North Korean personnel have been deployed to Russia?")
         assert ans.method == "reader"
         assert ans.answer == f"{ans.citations[0].text} [1]"
-        assert ans.verification["span"] in ans.citations[0].text
+        assert ans.verification.span in ans.citations[0].text
     finally:
         a.close()
 
@@ -77,14 +77,14 @@ def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
         quoted = strict_support.ask(question)
         assert quoted.method == "extractive" and not quoted.abstained
         assert quoted.answer == f"{quoted.citations[0].text} [1]"
-        assert quoted.verification["checks"] == {"supported_by_sentence": False}
-        assert "does not support" in quoted.verification["why_quoted"]
+        assert quoted.verification.supported_by_sentence is False
+        assert "does not support" in quoted.verification.why_quoted
         refused = strict_answer.ask(question)
         assert refused.abstained and refused.citations == ()
-        assert refused.verification["answerable_chance"] <= 1.0
+        assert refused.verification.answerable_chance <= 1.0
         by_margin = margin_only.ask(question)
-        assert by_margin.abstained and by_margin.verification["answer_margin"] == 1e9
-        assert "answerable_chance" not in by_margin.verification
+        assert by_margin.abstained and by_margin.verification.answer_margin == 1e9
+        assert by_margin.verification.answerable_chance is None
     finally:
         margin_only.close()
         strict_support.close()
@@ -131,7 +131,7 @@ def test_questions_are_not_instructions(question):
 def test_an_instruction_is_answered_by_a_cited_briefing(answerer):
     a = answerer.ask("Summarize the relationship between North Korea and Russia.")
     assert not a.abstained and a.method == "briefing"
-    assert a.verification["topic"] == "the relationship between North Korea and Russia"
+    assert a.verification.topic == "the relationship between North Korea and Russia"
     lines = a.answer.splitlines()
     assert 1 <= len(lines) <= 5 + 2
     assert all(line.startswith("- ") for line in lines)
@@ -141,7 +141,7 @@ def test_an_instruction_is_answered_by_a_cited_briefing(answerer):
 
 def test_asked_where_the_sources_disagree_the_conflicts_come_first(answerer):
     a = answerer.ask("What do the sources disagree on?")
-    assert a.method == "briefing" and a.verification["conflicts"] >= 1
+    assert a.method == "briefing" and a.verification.conflicts >= 1
     first = a.answer.splitlines()[0]
     assert len(markers(first)) >= 2  # a conflict cites both sides
     _check_citations(a)
@@ -164,8 +164,8 @@ def test_chat_answers_with_the_reader_and_briefs_on_what_it_was_about(seed_setti
     first, second = (t.answer for t in s.conversation.turns)
     assert first.method in ("reader", "extractive") and "15,000" in first.answer
     assert markers(first.answer) == [1]
-    assert second.method == "briefing" and second.verification["topic"]
-    assert "Russia" in second.verification["topic"] or "North" in second.verification["topic"]
+    assert second.method == "briefing" and second.verification.topic
+    assert "Russia" in second.verification.topic or "North" in second.verification.topic
     assert out.getvalue().count("Sources:") == 2
 
 
