@@ -192,3 +192,22 @@ def test_the_answerable_chance_rises_with_the_readers_margin():
     base = dict(zip(FEATURES, model.mean))
     low, high = (model.chance({**base, "margin": m, "sentence_margin": m}) for m in (-8.0, 8.0))
     assert 0.0 < low < high < 1.0
+
+
+def test_a_follow_up_about_who_decided_is_answered_from_the_turn_before(seed_settings):
+    """(chat) "Who decided to send them there?" after the Kursk question: the answer names
+    Kim, or rag abstains; never another name."""
+    import io
+
+    from rag.chat import Session, piped_reader
+
+    s = Session(seed_settings, out=io.StringIO(), err=io.StringIO())
+    try:
+        s.run(piped_reader(io.StringIO(
+            "Which region will the North Korean construction workers be sent to?\n"
+            "Who decided to send them there?\n")))
+    finally:
+        s.close()
+    first, second = (t.answer for t in s.conversation.turns)
+    assert "Kursk" in first.answer
+    assert second.abstained or "Kim" in second.answer
