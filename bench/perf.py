@@ -24,7 +24,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -176,15 +175,6 @@ def step_startup(runs: int) -> dict:
     out["cold_ask_peak_rss_mib"] = stats([r["peak_rss_mib"] for r in colds], 1)
     out["cold_ask_cpu_s"] = stats([r["cpu_s"] for r in colds])
     out["cold_ask_inside_s"] = stats([r["json"]["timings"]["total_s"] for r in colds])
-    # a first ever ask: nothing kept on disk (the system message's evaluated state, rag.llm)
-    firsts = []
-    for i in range(runs):
-        with tempfile.TemporaryDirectory() as empty:
-            firsts.append(rss_child(RAG + ["ask", QUESTIONS[i % len(QUESTIONS)], "--json",
-                                           "--index", str(index)],
-                                    env={"XDG_CACHE_HOME": empty}))
-    out["first_ever_cold_ask_s"] = {**stats([r["wall_s"] for r in firsts]), "load": load()}
-
     warm = json.loads(run_child([PY, __file__, "_warm", str(index), str(runs)])["stdout"])
     out["warm_ask_s"] = {**stats(warm["warm_s"]), "load": load()}
     out["first_ask_in_process_s"] = round(warm["first_s"], 3)
@@ -205,8 +195,6 @@ def warm_child(index: str, runs: int) -> None:
     t_import = time.perf_counter()
     a = Answerer(Settings.from_env(index_dir=Path(index)))
     t_open = time.perf_counter()
-    _ = a.llm._llama
-    t_llm = time.perf_counter()
     first = time.perf_counter()
     a.ask(QUESTIONS[0])
     first = time.perf_counter() - first
@@ -219,13 +207,11 @@ def warm_child(index: str, runs: int) -> None:
                          "llama_cpp") if m in sys.modules]
     print(json.dumps({"first_s": first, "warm_s": warm, "imports": heavy,
                       "setup": {"import_s": round(t_import - t0, 3),
-                                "open_index_s": round(t_open - t_import, 3),
-                                "load_llm_s": round(t_llm - t_open, 3)}}))
+                                "open_index_s": round(t_open - t_import, 3)}}))
 
 
 def import_profile() -> dict:
-    code = ("from rag.answer import Answerer; import faiss, llama_cpp; "
-            "from rag.minilm import MiniLM")
+    code = "from rag.answer import Answerer; import faiss; from rag.minilm import MiniLM"
     r = run_child([PY, "-X", "importtime", "-c", code])
     top: dict[str, int] = {}
     for line in r["stderr"].splitlines():
@@ -869,10 +855,6 @@ def markdown(r: dict) -> str:
         add("cold `rag ask` on seeds s (separate processes)", st["cold_ask_s"], "≤ 8 s",
             st["cold_ask_s"]["median"] <= 8, " s")
         add("cold `rag ask` CPU s (user + system)", st.get("cold_ask_cpu_s"), "", None, " s")
-        if "first_ever_cold_ask_s" in st:
-            add("first ever cold `rag ask` (no system-message state on disk yet) s",
-                st["first_ever_cold_ask_s"], "≤ 8 s", st["first_ever_cold_ask_s"]["median"] <= 8,
-                " s")
         add("warm ask (next question, same process) s", st["warm_ask_s"], "≤ 3 s",
             st["warm_ask_s"]["median"] <= 3, " s")
         add("cold ask peak RSS MiB", st["cold_ask_peak_rss_mib"], "", None, "", 0)
