@@ -30,9 +30,9 @@ def test_answers_are_right_and_cited_verbatim(answerer, question, expected):
     _check_citations(a)
 
 
-# Questions people asked over the seeds, none of them written for: each is answered right,
-# abstained on, or (a request) briefed; never answered wrong.
-@pytest.mark.parametrize("question,right", [
+# Questions people asked over the seeds, none of them written for: each is answered right or
+# abstained on, never answered wrong; the answer it should hold (None: the articles give none).
+UNSEEN = [
     ("Who is the South Korean president?", "lee jae myung"),
     ("What did Russia give North Korea?", "missiles"),
     ("Which region will the North Korean construction workers be sent to?", "kursk"),
@@ -40,13 +40,20 @@ def test_answers_are_right_and_cited_verbatim(answerer, question, expected):
     ("Which agency estimates the number of personnel sent to Russia?", "intelligence"),
     ("Who leads Russia?", "putin"),
     ("Where did the missile test take place?", "undisclosed location"),
-    ("Why did Kim Jong Un test the missiles?", None),  # the articles give no reason
-])
-def test_unseen_questions_are_answered_right_or_abstained(answerer, question, right):
-    a = answerer.ask(question)
-    if not a.abstained:
-        assert right is not None and right in a.answer.lower(), a.answer
+    ("Why did Kim Jong Un test the missiles?", None),
+]
+
+
+def test_unseen_questions_are_answered_right_or_abstained(answerer):
+    right = 0
+    for question, expected in UNSEEN:
+        a = answerer.ask(question)
+        if a.abstained:
+            continue
+        assert expected is not None and expected in a.answer.lower(), (question, a.answer)
         _check_citations(a)
+        right += 1
+    assert right >= 2  # not by abstaining on everything
 
 
 def test_ask_never_loads_the_gguf_model(seed_settings):
