@@ -22,6 +22,7 @@ from rag.display import MAX_QUESTION_CHARS, fit_question, json_text, no_surrogat
 from rag.errors import RagError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Offline question answering and cited briefings over your documents.")
 
 IndexOpt = Annotated[Path | None, typer.Option("--index", envvar="RAG_INDEX",
