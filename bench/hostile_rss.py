@@ -1,6 +1,6 @@
 """Peak memory and time of `rag ingest` on large and hostile inputs, each in a fresh process.
 
-    .venv/bin/python bench/hostile_rss.py [--out bench/hostile_rss.json]
+    .venv/bin/python bench/hostile_rss.py [--out bench/results_hostile_rss.json]
 
 Cases: the whole hostile corpus of tests/test_hostile.py; a 100 MB text file alone (refused by
 its size, before it is read); a 30 MB text file (just under the 32 MB limit); a 10 MB file
