@@ -545,12 +545,7 @@ def full_search_2k(runs: int, threads: int) -> dict:
 def search_child(index: str, runs: int) -> None:
     from bench.squad import load_squad
     from rag.config import Settings
-    from rag.retrieve import (
-        CONTEXT_WEIGHT,
-        POOL_IDF_WEIGHT,
-        Retriever,
-        late_interaction,
-    )
+    from rag.retrieve import TUNED, Retriever, late_interaction
     from rag.store import open_store
     from rag.text import search_words
 
@@ -585,12 +580,12 @@ def search_child(index: str, runs: int) -> None:
             store.nearest(v[0], 50)
             d_lat.append((time.perf_counter() - t) * 1000)
             found = dict.fromkeys(r for r, _ in store.nearest(v[0], 50) +
-                                  store.lexical_search(search_words(q), 50, CONTEXT_WEIGHT))
+                                  store.lexical_search(search_words(q), 50, TUNED.context_weight))
             t = time.perf_counter()
             store.sentence_scores(v[0], found)
             s_lat.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            store.pool_lexical(search_words(q), found, POOL_IDF_WEIGHT, CONTEXT_WEIGHT)
+            store.pool_lexical(search_words(q), found, TUNED.pool_idf_weight, TUNED.context_weight)
             p_lat.append((time.perf_counter() - t) * 1000)
             if has_codes:  # written by an ingest with late interaction on
                 t = time.perf_counter()
@@ -598,7 +593,7 @@ def search_child(index: str, runs: int) -> None:
                 t_lat.append((time.perf_counter() - t) * 1000)
             store._tokenizer._memo.clear()
             t = time.perf_counter()
-            store.lexical_search(search_words(q), 50, CONTEXT_WEIGHT)
+            store.lexical_search(search_words(q), 50, TUNED.context_weight)
             l_lat.append((time.perf_counter() - t) * 1000)
         p50.append(percentile(lat, 0.5))
         p99.append(percentile(lat, 0.99))

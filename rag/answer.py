@@ -44,7 +44,7 @@ class Answerer:
         self.embedder: Embedder
         self.store, self.embedder = open_store(settings)
         self.retriever = Retriever(self.store, self.embedder, retrieval_mode,
-                                   late=settings.late_interaction)
+                                   late=settings.late_interaction, tuning=settings.retrieval)
         self._llm: LLM | None = None
         self._reading: ReaderPath | None = None
 

@@ -160,7 +160,8 @@ def _map(settings: Settings, topic: str | None, passages: int, progress: Progres
     try:
         titles = dict(store.documents())
         if topic:
-            hits = Retriever(store, embedder, late=settings.late_interaction).search(
+            hits = Retriever(store, embedder, late=settings.late_interaction,
+                             tuning=settings.retrieval).search(
                 topic, k=passages, pool=120, collapse=False)
             by_source: dict[str, list] = {}
             for h in hits:

@@ -197,7 +197,8 @@ def search(query: str, index: IndexOpt = None, k: KOpt = 5, json_out: JsonOpt = 
         query = _question(query)
         settings = _settings(index)
         store, embedder = open_store(settings)
-        hits = Retriever(store, embedder, late=settings.late_interaction).search(query, k)
+        hits = Retriever(store, embedder, late=settings.late_interaction,
+                         tuning=settings.retrieval).search(query, k)
     except FAILURES as e:
         _fail(e, index)
     if json_out:

@@ -85,6 +85,20 @@ def _env_number(name: str, kind: type, low: float, high: float):
 
 
 @dataclass(frozen=True)
+class RetrievalTuning:
+    """The numbers retrieval was tuned with on SQuAD's even-numbered questions (how:
+    docs/retrieval.md); a benchmark tries others with Settings.with_(retrieval=...)."""
+    dense_weight: float = 0.5  # chunk vectors against BM25's 1 - this, when two lists are fused
+    # the lists' weights: chunk vectors, BM25, best sentences, late interaction (those searched)
+    list_weights: tuple[float, float, float, float] = (0.25, 0.5, 0.5, 0.5)
+    pool_idf_weight: float = 3.0  # BM25 over the candidates: idf x (1 - share holding it) ** this
+    context_weight: float = 0.5  # BM25 counts a chunk's neighbouring text at this weight
+    sentence_weight: float = 0.5  # the best single sentence's share of the question, in fusion
+    rerank: int = 20  # the fused passages that the sentence test re-orders
+    duplicate_cosine: float = 0.92  # passages this close are one hit (the other sources kept)
+
+
+@dataclass(frozen=True)
 class Settings:
     index_dir: Path = Path(".rag")
     model: str | None = None  # None: the registry's default_llm
@@ -110,6 +124,7 @@ class Settings:
     # RAG_LATE_INTERACTION=1 turns it on; an ingest with it on writes (or fills in) the token
     # codes it reads.
     late_interaction: bool = False
+    retrieval: RetrievalTuning = RetrievalTuning()
     # The budget for reading one PDF, Word or HTML file (rag.sandbox): past it the file is
     # refused by name. A 500-page PDF of 45 lines a page (2 million characters) reads in 4.8 s
     # here at nice 19 on a loaded machine, so 120 s leaves 25x; a PDF whose pages share one

@@ -78,7 +78,7 @@ def test_zscore_fusion_weighs_both_lists_and_gives_the_missing_their_lowest():
 
 
 def test_sentences_are_a_third_list_at_their_own_weights():
-    from rag.retrieve import FOUR_WEIGHTS
+    from rag.retrieve import TUNED
 
     dense = [(1, 0.9), (2, 0.5), (3, 0.4)]
     lexical = [(3, 12.0), (4, 3.0), (1, 2.0)]
@@ -93,7 +93,7 @@ def test_sentences_are_a_third_list_at_their_own_weights():
 
     lists = [z(r) for r in (dense, lexical, sentences)]
     for rowid in fused:
-        expected = sum(w * zs.get(rowid, low) for w, (zs, low) in zip(FOUR_WEIGHTS, lists))
+        expected = sum(w * zs.get(rowid, low) for w, (zs, low) in zip(TUNED.list_weights, lists))
         assert fused[rowid] == pytest.approx(expected)
     # the best sentence lifts passage 2 above 3, which two lists alone put first
     assert fuse(dense, lexical)[3] > fuse(dense, lexical)[2]
@@ -110,7 +110,7 @@ def test_rrf_fusion_remains_available():
 def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
     """The name is in one chunk, the figure asked for in the next: BM25 over the chunk alone
     prefers another document with the question's other words."""
-    from rag.retrieve import CONTEXT_WEIGHT
+    from rag.retrieve import TUNED
 
     docs = tmp_path / "news"
     docs.mkdir()
@@ -135,7 +135,7 @@ def test_lexical_search_sees_the_neighbouring_chunk(fresh_settings, tmp_path):
     first = alone[0][0]
     assert store.chunks_by_rowid([first])[first].source == str(docs / "bakery.txt")
     hits = Retriever(store, emb, "lexical").search(question, k=3)
-    assert CONTEXT_WEIGHT > 0
+    assert TUNED.context_weight > 0
     assert [h.chunk.text for h in hits] == [brewery[1].text, brewery[0].text,
                                             store.document_text(str(docs / "bakery.txt"))]
     store.close()
