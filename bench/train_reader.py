@@ -10,15 +10,7 @@ labelled "no answer here" ([CLS]).
 Every twentieth question (index % 20 == 0) is held out of training: the reader's answerability
 margin is calibrated on them (bench/results_reader.json), never on odd ones. The artifact goes
 to rag/weights/reader.safetensors with its checksum in rag/weights/reader.sha256.
-The data is read from ../shared/data/squad and never copied into the repository.
-
-With `--swapped N`, N of the training questions also give a swapped-word negative
-(WordSwapper): the question with one word replaced by a close one its paragraph never uses, over
-the window that holds the original's answer, labelled "no answer". `swapped --weights W`
-measures how often a reader, at its calibrated threshold, answers such held-out questions.
-With `--swap-names` the swap is a name or number of the question for another of the same shape
-from nearby paragraphs (NameSwapper). `--negatives N` takes N retrieved negatives a question
-(from the top 8, cached in bench/work/reader/negatives-top8.json)."""
+The data is read from ../shared/data/squad and never copied into the repository."""
 
 from __future__ import annotations
 
@@ -27,7 +19,6 @@ import hashlib
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -55,12 +46,12 @@ def squad():
 
 def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, list[str]]:
     """For each question, passages rag's own retrieval ranks high that hold none of its answers
-    (cached: the retrieval is deterministic)."""
-    cache = WORK / "negatives-top8.json"  # every such passage of the top 8, best first
+    (cached in bench/work/reader/negatives.json: the retrieval is deterministic)."""
+    cache = WORK / "negatives.json"
     if cache.exists():
         got = json.loads(cache.read_text())
         if all(str(q["index"]) in got for q in questions):
-            return {int(k): v[:per_question] for k, v in got.items()}
+            return {int(k): v for k, v in got.items()}
     from bench.squad import WORK as SQUAD_WORK
     from bench.squad import prepare
     from rag.retrieve import Retriever
@@ -76,11 +67,11 @@ def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, 
         folded = [fold(a) for a in q["answers"]]
         negs = [h.chunk.text for h in hits
                 if not any(a in fold(h.chunk.text) for a in folded)]
-        out[q["index"]] = negs
+        out[q["index"]] = negs[:per_question]
     store.close()
     WORK.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
-    return {k: v[:per_question] for k, v in out.items()}
+    return out
 
 
 def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.Random):
@@ -90,14 +81,22 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
     for q in questions:
         q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
         budget = max_len - len(q_ids) - 3
-        enc = tokenizer.encode(texts[q["doc"]], add_special_tokens=False)
-        placed = _answer_window(enc.offsets, q, budget, rng)
-        if placed is None:
+        ctx = texts[q["doc"]]
+        enc = tokenizer.encode(ctx, add_special_tokens=False)
+        a0 = q["starts"][0]
+        a1 = a0 + len(q["answers"][0])
+        offs = enc.offsets
+        toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
+        if not toks:
             continue
-        lo, t0, t1 = placed
+        t0, t1 = toks[0], toks[-1]
+        n = len(enc.ids)
+        if n <= budget:
+            lo = 0
+        else:  # a window holding the answer, placed at random around it
+            lo = rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
         window = enc.ids[lo:lo + budget]
         out.append((_pair(q_ids, window), len(q_ids) + 2 + t0 - lo, len(q_ids) + 2 + t1 - lo))
-        n = len(enc.ids)
         if n > budget + 16:  # a window of its own paragraph without the answer
             spans = [s for s in (0, n - budget) if s + budget <= t0 or s > t1]
             if spans:
@@ -109,166 +108,6 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
                 s = rng.randint(0, len(ids) - budget)
                 ids = ids[s:s + budget]
             out.append((_pair(q_ids, ids), 0, 0))
-    return out
-
-
-def _answer_window(offs, q, budget: int, rng: random.Random):
-    """(first token, answer's first token, its last) of a window of `budget` tokens of the
-    question's paragraph (token offsets `offs`) that holds its first answer, placed at random
-    around it; None when no token covers the answer."""
-    a0 = q["starts"][0]
-    a1 = a0 + len(q["answers"][0])
-    toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
-    if not toks:
-        return None
-    t0, t1 = toks[0], toks[-1]
-    n = len(offs)
-    lo = 0 if n <= budget else rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
-    return lo, t0, t1
-
-
-class WordSwapper:
-    """Questions with one content word swapped for a close word their paragraph never uses:
-    the neighbours are by cosine over the base encoder's input word embeddings, among whole-word
-    vocabulary tokens (alphabetic, not stopwords, not "##" pieces), so that the question still
-    reads like one its paragraph seems to answer but no longer does ("wounded" for "killed")."""
-
-    def __init__(self, base, neighbours: int = 20):
-        import numpy as np
-
-        from rag.text import STOPWORDS
-
-        vocab = base.tokenizer.get_vocab()
-        self.words = sorted((w for w in vocab if w.isascii() and w.isalpha() and len(w) > 2
-                             and w not in STOPWORDS), key=vocab.get)
-        self.index = {w: k for k, w in enumerate(self.words)}
-        vectors = np.asarray(base.word, dtype=np.float32)[[vocab[w] for w in self.words]]
-        self.vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.neighbours = neighbours
-
-    def replacement(self, word: str, paragraph_words: set[str], paragraph: str) -> str | None:
-        """The nearest of `word`'s neighbours that does not begin like it (no form of the same
-        word) and that the paragraph never uses in any form (by rag.text.stem), or None."""
-        from rag.text import stem
-
-        k = self.index.get(word)
-        if k is None:
-            return None
-        said = {stem(w) for w in paragraph_words}
-        sims = self.vectors @ self.vectors[k]
-        for j in sims.argsort()[::-1][1:self.neighbours + 1]:
-            other = self.words[j]
-            if other[:3] == word[:3] or stem(other) in said or other in paragraph:
-                continue
-            return other
-        return None
-
-    def swap(self, question: str, paragraph: str, answer_at: int) -> str | None:
-        """`question` with the content word it shares with `paragraph` nearest the answer (at
-        character `answer_at`) replaced, or None when no such word has a replacement."""
-        lower = paragraph.lower()
-        said = set(re.findall(r"[a-z]+", lower))
-        best = None
-        for m in re.finditer(r"[A-Za-z]+", question):
-            word = m.group().lower()
-            if word not in self.index or word not in said:
-                continue
-            where = [w.start() for w in re.finditer(rf"\b{word}\b", lower)]
-            if not where:
-                continue
-            distance = min(abs(w - answer_at) for w in where)
-            if best is not None and distance >= best[0]:
-                continue
-            other = self.replacement(word, said, lower)
-            if other is not None:
-                best = (distance, m, other)
-        if best is None:
-            return None
-        _, m, other = best
-        if m.group()[0].isupper():
-            other = other.capitalize()
-        return question[:m.start()] + other + question[m.end():]
-
-
-class NameSwapper:
-    """Questions with one name or number swapped for another of the same shape from nearby
-    paragraphs (the same article, as SQuAD lists its paragraphs in order) that the question's
-    own paragraph never uses: "Where was Super Bowl 49 held?" over the paragraph on Super Bowl
-    50. The question still reads like one its paragraph answers, and a span of the asked-for
-    kind is still there, but the paragraph speaks of something else."""
-
-    _NAME = re.compile(r"\b(?:[A-Z][a-z]+[A-Za-z]*|\d[\d,]*)\b")
-
-    def __init__(self, texts: dict, around: int = 8, seed: int = 0):
-        self.ids = sorted(texts)
-        self.at = {d: k for k, d in enumerate(self.ids)}
-        self.texts = texts
-        self.around = around
-        self.rng = random.Random(seed)
-
-    def _names(self, text: str):
-        """Numbers, and capitalised words inside a sentence (after a lower-case word or a
-        comma): names, not the first word of a sentence."""
-        for m in self._NAME.finditer(text):
-            before = text[max(0, m.start() - 2):m.start()]
-            if m.group()[0].isdigit() or (len(before) == 2 and before[1] == " "
-                                          and (before[0].islower() or before[0] == ",")):
-                yield m.group()
-
-    @staticmethod
-    def _shape(word: str) -> tuple:
-        return ("number", len(word.replace(",", ""))) if word[0].isdigit() else ("name",)
-
-    def swap(self, question: str, doc: str, answer_at: int) -> str | None:
-        from rag.text import STOPWORDS
-
-        text = self.texts[doc]
-        said = set(re.findall(r"\w+", text.lower()))
-        found = [m for m in self._NAME.finditer(question)
-                 if m.start() > 0 and m.group().lower() not in STOPWORDS
-                 and m.group().lower() in said]
-        if not found:
-            return None
-
-        def distance(m):
-            return min(abs(w.start() - answer_at) for w in
-                       re.finditer(rf"\b{re.escape(m.group())}\b", text, re.I))
-        m = min(found, key=distance)
-        k = self.at[doc]
-        pool = sorted({w for d in self.ids[max(0, k - self.around):k + self.around + 1]
-                       if d != doc for w in self._names(self.texts[d])
-                       if w.lower() not in said and w.lower() not in STOPWORDS
-                       and self._shape(w) == self._shape(m.group())})
-        if not pool:
-            return None
-        return question[:m.start()] + self.rng.choice(pool) + question[m.end():]
-
-
-def swapped_questions(swapper, questions, texts) -> list[dict]:
-    """Each question (that has one) with a swapped word: the same paragraph and answer offsets,
-    but no answer there now."""
-    out = []
-    for q in questions:
-        if isinstance(swapper, NameSwapper):
-            new = swapper.swap(q["question"], q["doc"], q["starts"][0])
-        else:
-            new = swapper.swap(q["question"], texts[q["doc"]], q["starts"][0])
-        if new is not None:
-            out.append({**q, "question": new, "asked": q["question"]})
-    return out
-
-
-def swapped_examples(tokenizer, swapped, texts, max_len: int, rng: random.Random):
-    """A swapped question over the window of its paragraph that holds the original question's
-    answer, labelled "no answer" (start = end = 0)."""
-    out = []
-    for q in swapped:
-        q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
-        budget = max_len - len(q_ids) - 3
-        enc = tokenizer.encode(texts[q["doc"]], add_special_tokens=False)
-        placed = _answer_window(enc.offsets, q, budget, rng)
-        if placed is not None:
-            out.append((_pair(q_ids, enc.ids[placed[0]:placed[0] + budget]), 0, 0))
     return out
 
 
@@ -300,19 +139,10 @@ def train(args) -> None:
     train_qs = [q for q in even if q["index"] % 20 != 0]
     if args.quick:
         train_qs = train_qs[:args.quick]
-    if args.questions:  # a fixed-seed sample, in index order
-        train_qs = sorted(random.Random(args.seed).sample(train_qs, args.questions),
-                          key=lambda q: q["index"])
     settings = Settings.from_env()
     base = load_base(resolve_embedding(READER_BASE, settings).path)
     negatives = retrieved_negatives(even, texts, args.negatives)
     items = examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)
-    if args.swapped:
-        swapper = NameSwapper(texts, seed=args.seed) if args.swap_names else WordSwapper(base)
-        swapped = swapped_questions(swapper, train_qs[:args.swapped], texts)
-        items += swapped_examples(base.tokenizer, swapped, texts, args.max_len, rng)
-        print(f"{len(swapped)} swapped-word negatives, e.g. "
-              f"{[q['question'] for q in swapped[:3]]}", file=sys.stderr)
     n_pos = sum(1 for _, s, _ in items if s > 0)
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer)",
           file=sys.stderr)
@@ -352,8 +182,7 @@ def train(args) -> None:
         save_adapter(model, out, {"rank": args.rank, "seed": args.seed,
                                   "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
                                   "batch": args.batch, "questions": len(train_qs),
-                                  "examples": len(items), "init": args.init,
-                                  "swapped": args.swapped})
+                                  "examples": len(items), "init": args.init})
     train_s = time.perf_counter() - t_start
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
@@ -366,7 +195,7 @@ def train(args) -> None:
         "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
         "bf16": args.bf16, "sha256": digest,
         **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
-                                         "negatives", "swapped", "init")}}
+                                         "negatives", "init")}}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -484,60 +313,6 @@ def calibrate(args) -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def swapped(args) -> None:
-    """How often the reader, at its calibrated answerability threshold (the .json beside
-    `--weights`), answers the held-out questions (index % 20 == 0) with one word swapped
-    (WordSwapper): asked over their own paragraph and over the five passages rag retrieves
-    for the swapped question; the original questions over their own paragraph beside them.
-    Prints the shares; writes nothing."""
-    import torch
-
-    from bench.squad import WORK as SQUAD_WORK
-    from bench.squad import prepare
-    from rag.reader import READER_BASE, Reader, load_base
-    from rag.reading import Calibration, read_passages
-    from rag.registry import resolve_embedding
-    from rag.retrieve import Retriever
-    from rag.store import open_store
-    from rag.types import Chunk, Hit
-
-    torch.set_num_threads(args.threads)
-    texts, questions = squad()
-    held = [q for q in questions if q["index"] % 20 == 0]
-    if args.quick:
-        held = held[:args.quick]
-    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
-    prepare(settings, sorted(texts.items()))
-    store, embedder = open_store(settings)
-    retriever = Retriever(store, embedder, "hybrid")
-    weights = Path(args.weights)
-    reader = Reader(embedder.minilm(), weights)
-    model = Calibration.load(weights.with_suffix(".json")).answerability
-    base = load_base(resolve_embedding(READER_BASE, Settings.from_env()).path)
-    swaps = swapped_questions(WordSwapper(base), held, texts)
-
-    def answers(question: str, hits) -> bool:
-        got = read_passages(reader, question, hits)
-        return got is not None and model.chance(got.features) >= model.threshold
-
-    def own(question: str, doc: str):
-        text = texts[doc]
-        similarity = float(embedder.embed_question(question)[0] @ embedder.embed([text])[0])
-        return [Hit(0, Chunk(doc, doc, 0, len(text), text, 0), 0.0, similarity=similarity)]
-
-    counts = {"original_own_paragraph": 0, "swapped_own_paragraph": 0, "swapped_top5": 0}
-    for n, q in enumerate(swaps, 1):
-        if n % 100 == 0:
-            print(f"{n}/{len(swaps)} swapped questions read", file=sys.stderr, flush=True)
-        counts["original_own_paragraph"] += answers(q["asked"], own(q["asked"], q["doc"]))
-        counts["swapped_own_paragraph"] += answers(q["question"], own(q["question"], q["doc"]))
-        counts["swapped_top5"] += answers(q["question"], retriever.search(q["question"], 5))
-    store.close()
-    print(json.dumps({"weights": str(weights), "swapped_questions": len(swaps),
-                      **{k + "_answered": round(v / max(1, len(swaps)), 3)
-                         for k, v in counts.items()}}, indent=2))
-
-
 def _fit_answerability(x, y, seed: int, folds: int = 5):
     """The logistic model on standardised features (L2-regularised, by L-BFGS), and each row's
     chance from a model fitted without its fold."""
@@ -628,7 +403,7 @@ def _load_results() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", choices=["train", "calibrate", "swapped"], default="train")
+    p.add_argument("what", nargs="?", choices=["train", "calibrate"], default="train")
     p.add_argument("--wrong-rate", type=float, default=0.10)
     p.add_argument("--keep", type=float, default=0.90)
     p.add_argument("--rank", type=int, default=32)
@@ -644,14 +419,8 @@ def main() -> None:
     p.add_argument("--weights", default=str(OUT),
                    help="the adapter: written by train, read by calibrate")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
-    p.add_argument("--questions", type=int, default=0,
-                   help="train on a sample of this many questions (by --seed)")
-    p.add_argument("--swap-names", action="store_true",
-                   help="--swapped swaps a name or number (NameSwapper), not a word")
-    p.add_argument("--swapped", type=int, default=0,
-                   help="swapped-word negatives from this many of the training questions")
     args = p.parse_args()
-    {"train": train, "calibrate": calibrate, "swapped": swapped}[args.what](args)
+    (calibrate if args.what == "calibrate" else train)(args)
 
 
 if __name__ == "__main__":
