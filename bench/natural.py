@@ -14,6 +14,9 @@ Scoring, per item:
 - instruction: right when the briefing mentions at least half of the item's key terms;
 - unanswerable: right when rag abstains, wrong when it answers.
 
+`answerability_auc` tells how well the answerability chance sorts the reader's right best spans
+above its wrong ones here (see answerability_auc).
+
 Writes bench/results_natural.json (the summary) and bench/work/natural/rows.jsonl."""
 
 from __future__ import annotations
@@ -103,9 +106,30 @@ def summarise(rows: list[dict], seconds: float) -> dict:
         "tempting_abstained": round(sum(r["abstained"] for r in tempting) / max(1, len(tempting)),
                                     3),
         "unscored_yesno": sum(r["verdict"] == "unscored" for r in rows),
+        "answerability_auc": answerability_auc(rows),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "seconds": round(seconds, 1),
     }
+
+
+def answerability_auc(rows: list[dict]) -> float | None:
+    """ROC AUC of the answerability chance: the questions whose best span holds an accepted
+    answer against those whose best span does not (unanswerable ones included); requests and
+    yes/no questions left out. How well the model, fitted on SQuAD, carries to these."""
+    from rag.evaluate import contains_answer
+
+    right, other = [], []
+    for r in rows:
+        chance = r["verification"].get("answerable_chance")
+        if chance is None or r["kind"] in ("instruction", "yesno"):
+            continue
+        span = r["verification"].get("best_span") or ""
+        holds = r["kind"] != "unanswerable" and contains_answer(span, tuple(r["gold"]))
+        (right if holds else other).append(chance)
+    if not right or not other:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in right for b in other)
+    return round(wins / (len(right) * len(other)), 3)
 
 
 def main() -> None:
