@@ -14,8 +14,8 @@ Scoring, per item:
 - instruction: right when the briefing mentions at least half of the item's key terms;
 - unanswerable: right when rag abstains, wrong when it answers.
 
-`answerability_auc` tells how well the answerability chance sorts the reader's right best spans
-above its wrong ones here (see answerability_auc).
+`answerability_auc`: how well the answerability chance sorts the reader's right best spans above
+its wrong ones here.
 
 Writes bench/results_natural.json (the summary) and bench/work/natural/rows.jsonl."""
 
@@ -116,6 +116,7 @@ def answerability_auc(rows: list[dict]) -> float | None:
     """ROC AUC of the answerability chance: the questions whose best span holds an accepted
     answer against those whose best span does not (unanswerable ones included); requests and
     yes/no questions left out. How well the model, fitted on SQuAD, carries to these."""
+    from bench.train_reader import auc
     from rag.evaluate import contains_answer
 
     right, other = [], []
@@ -128,8 +129,7 @@ def answerability_auc(rows: list[dict]) -> float | None:
         (right if holds else other).append(chance)
     if not right or not other:
         return None
-    wins = sum((a > b) + 0.5 * (a == b) for a in right for b in other)
-    return round(wins / (len(right) * len(other)), 3)
+    return round(auc(right, other), 3)
 
 
 def main() -> None:

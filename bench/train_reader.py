@@ -286,8 +286,8 @@ def calibrate(args) -> None:
     res = {"held_out_questions": len(held), "cpu": _cpu(),
            "gold_paragraph_F1": round(100 * sum(gold_f1) / len(held), 2),
            "top5_F1_always_answering": round(100 * float(pos_f1.mean()), 2),
-           "auc_margin": round(_auc(margin[kind == 1], margin[kind == 0]), 3),
-           "auc_answerability_cv": round(_auc(chance[kind == 1], chance[kind == 0]), 3),
+           "auc_margin": round(auc(margin[kind == 1], margin[kind == 0]), 3),
+           "auc_answerability_cv": round(auc(chance[kind == 1], chance[kind == 0]), 3),
            "by_margin": {"answer_margin": answer_margin, **policy(margin, answer_margin)},
            "by_answerability": {"threshold": round(threshold, 4),
                                 **policy(chance, threshold)},
@@ -363,7 +363,7 @@ def _threshold(negative_scores, wrong_rate: float) -> float:
     return ordered[cut] + 1e-9
 
 
-def _auc(pos, neg) -> float:
+def auc(pos, neg) -> float:
     """The chance that a random positive scores above a random negative (ties count half)."""
     import numpy as np
 
