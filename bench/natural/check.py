@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Validate bench/natural/questions.jsonl against the fetched documents.
+"""Validate a natural-question set against its fetched documents.
 
-Checks the schema of every line, counts items per kind (and against the
-minimum mix the set promises), that every answerable item has an accepted
-answer that occurs (after case/punctuation/whitespace folding, on word
-boundaries, as rag's evaluator matches) in one of its source documents, that
-every `sources` stem names a fetched document, and that every `follows`
-points at the item immediately before it.
+Checks the schema of every line, that the ids are one lower-case letter and a
+number running from 001 in file order (n001... for bench/natural, c001... for
+bench/calibration), counts items per kind (and against the minimum mix the
+set promises), that every answerable item has an accepted answer that occurs
+(after case/punctuation/whitespace folding, on word boundaries, as rag's
+evaluator matches) in one of its source documents, that every `sources` stem
+names a fetched document, and that every `follows` points at the item
+immediately before it.
 
 Usage: python3 bench/natural/check.py [questions.jsonl] [docs-dir]
+Without arguments it checks bench/natural/questions.jsonl against
+bench/work/natural/docs. For the calibration set:
+    python3 bench/natural/check.py bench/calibration/questions.jsonl bench/work/calibration/docs
 Stdlib only. Exit status 0 when everything passes, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import string
 import sys
 from collections import Counter
@@ -32,6 +38,7 @@ MINIMUM = {"who": 8, "why": 8, "how": 8, "what-did": 8, "fragment": 8, "yesno": 
 FIELDS = {"id": str, "question": str, "answers": list, "sources": list,
           "unanswerable": bool, "kind": str, "tempting": bool, "follows": (str, type(None))}
 PUNCT = set(string.punctuation) | set("“”‘’–—")
+ID_RE = re.compile(r"[a-z][0-9]{3,}")
 
 
 def fold(text: str) -> str:
@@ -45,7 +52,8 @@ def main(argv: list[str]) -> int:
     ddir = Path(argv[2]) if len(argv) > 2 else DEFAULT_DOCS
     errors: list[str] = []
     if not ddir.is_dir() or not any(ddir.glob("*.txt")):
-        print(f"no documents in {ddir}: run bash bench/natural/fetch_docs.sh first")
+        print(f"no documents in {ddir}: run the set's fetch_docs.sh first"
+              " (bash bench/natural/fetch_docs.sh for the default set)")
         return 1
     docs = {p.stem: " " + fold(p.read_text(encoding="utf-8")) + " "
             for p in sorted(ddir.glob("*.txt"))}
@@ -64,7 +72,8 @@ def main(argv: list[str]) -> int:
     kinds: Counter[str] = Counter()
     tempting = 0
     prev_id = None
-    for n, q in items:
+    prefix = None
+    for pos, (n, q) in enumerate(items, 1):
         where = f"line {n} ({q.get('id', '?')})"
         if set(q) != set(FIELDS):
             errors.append(f"{where}: fields {sorted(q)} != {sorted(FIELDS)}")
@@ -79,6 +88,12 @@ def main(argv: list[str]) -> int:
         if qid in seen:
             errors.append(f"{where}: duplicate id")
         seen.add(qid)
+        if not ID_RE.fullmatch(qid):
+            errors.append(f"{where}: id is not a lower-case letter and a number, like n001")
+        else:
+            prefix = prefix or qid[0]
+            if qid[0] != prefix or int(qid[1:]) != pos:
+                errors.append(f"{where}: id out of sequence, want {prefix}{pos:03d}")
         if not q["question"].strip():
             errors.append(f"{where}: empty question")
         if q["kind"] not in KINDS:

@@ -3,9 +3,10 @@
 #
 # Source: the Debian package `debian-history` ("A Brief History of Debian",
 # GPL-2+), shipped under /usr/share/doc/debian-history/.  The English HTML
-# chapters are converted to plain text (stdlib html.parser only), Chapter 4 is
-# split into one file per section, and the plain-text companion documents
-# (social contract, constitution, release dedications) are copied as they are.
+# chapters are converted to plain text by bench/natural/html_text.py (stdlib
+# html.parser only), Chapter 4 is split into one file per section, and the
+# plain-text companion documents (social contract, constitution, release
+# dedications) are copied as they are.
 #
 # Output: bench/work/natural/docs/*.txt (bench/work/ is git-ignored).
 # Idempotent: installs the package only when missing and rewrites the folder.
@@ -29,142 +30,18 @@ fi
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 
-python3 - "$SRC" "$OUT" <<'PY'
+python3 - "$SRC" "$OUT" "$ROOT/bench/natural" <<'PY'
 import gzip, os, re, sys
-from html.parser import HTMLParser
 
-src, out = sys.argv[1], sys.argv[2]
+src, out, here = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, here)
+from html_text import convert as convert_file, render
+
 docs = os.path.join(src, "docs")
-
-BLOCK = {"p", "div", "br", "hr", "li", "dt", "dd", "tr", "blockquote",
-         "ul", "ol", "dl", "table", "pre", "h1", "h2", "h3", "h4"}
-SKIP_CLASSES = {"navheader", "navfooter", "toc", "footnotes"}
-
-
-class Conv(HTMLParser):
-    """HTML -> list of (level, title, text) sections, split at h1/h2/h3."""
-
-    def __init__(self, footnotes):
-        super().__init__(convert_charrefs=True)
-        self.footnotes = footnotes
-        self.sections = [[0, "", []]]
-        self.skip = 0          # depth inside a skipped element
-        self.stack = []        # open tags: (tag, skipping)
-        self.heading = None    # (level, [chars]) while inside hN
-        self.pre = 0
-        self.in_head = False
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        classes = set((a.get("class") or "").split())
-        if tag == "head":
-            self.in_head = True
-        void = tag in ("br", "hr", "img", "meta", "link")
-        if self.skip or (classes & SKIP_CLASSES):
-            if not void:
-                self.stack.append((tag, True))
-                self.skip += 1
-            return
-        if not void:
-            self.stack.append((tag, False))
-        if tag == "a" and "footnote" in classes:
-            note = self.footnotes.get((a.get("href") or "").lstrip("#"))
-            if note:
-                self.emit(" (Footnote: %s)" % note)
-            # swallow the [1] marker
-            self.stack[-1] = (tag, True)
-            self.skip += 1
-            return
-        if tag in ("h1", "h2", "h3", "h4"):
-            self.heading = (int(tag[1]), [])
-            return
-        if tag == "pre":
-            self.pre += 1
-        if tag == "li":
-            self.emit("\n- ")
-        elif tag in BLOCK:
-            self.emit("\n\n" if tag in ("p", "pre", "blockquote") else "\n")
-
-    def handle_endtag(self, tag):
-        if tag == "head":
-            self.in_head = False
-        # pop to the matching tag
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                for t, sk in self.stack[i:]:
-                    if sk:
-                        self.skip -= 1
-                del self.stack[i:]
-                break
-        else:
-            return
-        if self.skip:
-            return
-        if tag in ("h1", "h2", "h3", "h4") and self.heading:
-            lvl, chars = self.heading
-            title = re.sub(r"\s+", " ", "".join(chars)).strip()
-            self.heading = None
-            self.sections.append([lvl, title, []])
-            return
-        if tag == "pre":
-            self.pre -= 1
-        if tag in BLOCK:
-            self.emit("\n")
-
-    def handle_data(self, data):
-        if self.skip or self.in_head:
-            return
-        if self.heading:
-            self.heading[1].append(data)
-            return
-        if not self.pre:
-            data = re.sub(r"\s+", " ", data)
-        self.emit(data)
-
-    def emit(self, s):
-        self.sections[-1][2].append(s)
-
-
-def footnotes_of(html):
-    notes = {}
-    for m in re.finditer(r'<div id="ftn\.([^"]+)" class="footnote">(.*?)</div>', html, re.S):
-        body = re.sub(r'<sup class="para">.*?</sup>', "", m.group(2), flags=re.S)
-        body = re.sub(r"<[^>]+>", " ", body)
-        notes[m.group(1)] = re.sub(r"\s+", " ", body).strip()
-    # the marker links to "#ftn.ID"
-    return {"ftn." + k: v for k, v in notes.items()}
-
-
-def tidy(text):
-    lines = [l.strip() for l in text.split("\n")]
-    text = "\n".join(lines)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    text = re.sub(r"(?m)^-\n+(?=\S)", "- ", text)          # "-" + "<p>item" -> "- item"
-    while True:                                              # no blank line inside a list
-        t2 = re.sub(r"(?m)^(- .*)\n\n(?=- )", r"\1\n", text)
-        if t2 == text:
-            break
-        text = t2
-    text = re.sub(r" +([.,;:])", r"\1", text)
-    return text.strip()
 
 
 def convert(name):
-    html = open(os.path.join(docs, name), encoding="utf-8").read()
-    c = Conv(footnotes_of(html))
-    c.feed(html)
-    c.close()
-    return [(lvl, title, tidy("".join(parts))) for lvl, title, parts in c.sections]
-
-
-def render(secs):
-    chunks = []
-    for lvl, title, body in secs:
-        if title:
-            chunks.append(title)
-        if body:
-            chunks.append(body)
-    return "\n\n".join(chunks).strip() + "\n"
+    return convert_file(os.path.join(docs, name))
 
 
 def write(stem, text):
