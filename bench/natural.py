@@ -5,6 +5,12 @@ it, after the question it follows.
 
     bash bench/natural/fetch_docs.sh && .venv/bin/python bench/natural.py [--save]
 
+The same run over the answerability model's calibration set (bench/calibration/, never saved:
+it is not a measure of rag, since the model was fitted on it):
+
+    bash bench/calibration/fetch_docs.sh
+    .venv/bin/python bench/natural.py --set bench/calibration
+
 Scoring, per item:
 - answerable: right when rag answers and an accepted answer appears in what it says (case,
   punctuation and white space folded, as `rag eval`); wrong ("confidently wrong") when it
@@ -33,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.config import Settings  # noqa: E402
 
-SET = ROOT / "bench" / "natural" / "questions.jsonl"
-WORK = ROOT / "bench" / "work" / "natural"
+SET = ROOT / "bench" / "natural"
 RESULTS = ROOT / "bench" / "results_natural.json"
 
 
@@ -59,10 +64,10 @@ def score(item: dict, answer) -> str:
     return "right" if contains_answer(text, tuple(accepted)) else "wrong"
 
 
-def run(settings: Settings) -> tuple[dict, list[dict]]:
+def run(settings: Settings, questions: Path = SET / "questions.jsonl") -> tuple[dict, list[dict]]:
     from rag.chat import Session
 
-    items = [json.loads(line) for line in SET.read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in questions.read_text(encoding="utf-8").splitlines()
              if line.strip()]
     session = Session(settings, out=open("/dev/null", "w"), err=open("/dev/null", "w"))
     rows = []
@@ -135,18 +140,22 @@ def answerability_auc(rows: list[dict]) -> float | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--save", action="store_true", help="write bench/results_natural.json")
+    p.add_argument("--set", default=str(SET), help="a question set's folder (bench/calibration "
+                   "is the answerability model's calibration set: measured, never saved)")
     args = p.parse_args()
-    docs = WORK / "docs"
+    folder = Path(args.set)
+    work = ROOT / "bench" / "work" / folder.name
+    docs = work / "docs"
     if not any(docs.glob("*.txt")):
-        sys.exit(f"{docs}: no documents; run `bash bench/natural/fetch_docs.sh` first")
+        sys.exit(f"{docs}: no documents; run `bash {folder}/fetch_docs.sh` first")
     from rag.ingest import ingest
 
-    settings = Settings.from_env(index_dir=WORK / "index")
+    settings = Settings.from_env(index_dir=work / "index")
     ingest([str(docs)], settings)
-    res, rows = run(settings)
-    (WORK / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res, rows = run(settings, folder / "questions.jsonl")
+    (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps(res, indent=2))
-    if args.save:
+    if args.save and folder.resolve() == SET.resolve():
         RESULTS.write_text(json.dumps(res, indent=2) + "\n")
 
 

@@ -202,102 +202,104 @@ def train(args) -> None:
 def calibrate(args) -> None:
     """The reader's calibration, set on the held-out even questions (index % 20 == 0), each
     asked over the five passages rag retrieves for it (answerable) and over the first five
-    retrieved passages that hold none of its answers (a question the index cannot answer):
+    retrieved passages that hold none of its answers (a question the index cannot answer), and
+    on the natural calibration set (bench/calibration/: questions as people type them over the
+    Python documentation, each asked as `rag ask` asks it):
 
     - answerability: a logistic model over rag.reading.FEATURES whose target is "the best span
-      is right" (F1 >= 0.5; never so over wrong passages), and its threshold: the lowest chance
-      at which at most `--wrong-rate` of the questions asked over wrong passages are answered;
-    - answer_margin: the same rule on the reader's margin alone (the model's fallback, and the
+      is right" (SQuAD: F1 >= 0.5, never so over wrong passages; the natural set: the span holds
+      an accepted answer, never so for an unanswerable question), the two sources weighed
+      equally; its threshold is the lowest chance at which at most `--wrong-rate` of the SQuAD
+      questions asked over wrong passages and of the natural set's unanswerable questions are
+      answered, and at most `--natural-wrong` of its answerable questions answered wrongly;
+    - answer_margin: the SQuAD rule on the reader's margin alone (the model's fallback, and the
       comparison for it);
     - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
       `--keep` of the held-out answers whose span is right still reach.
 
     Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
-    from bench.squad import WORK as SQUAD_WORK
-    from bench.squad import prepare
-    from rag.evaluate import token_f1
-    from rag.reader import Reader
-    from rag.reading import FEATURES, read_passages
-    from rag.retrieve import Retriever
-    from rag.store import open_store
-
-    texts, questions = squad()
-    held = [q for q in questions if q["index"] % 2 == 0 and q["index"] % 20 == 0]
-    if args.quick:
-        held = held[:args.quick]
-    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
-    prepare(settings, sorted(texts.items()))
-    store, embedder = open_store(settings)
-    retriever = Retriever(store, embedder, "hybrid")
-    weights = Path(args.weights)
-    reader = Reader(embedder.minilm(), weights)
-
-    rows, labels, kinds = [], [], []  # kinds: 1 asked over its retrieved passages, 0 wrong ones
-    gold_f1, f1_top5, sentence = [], [], []
-    t_read = 0.0
-    for n, q in enumerate(held, 1):
-        if n % 50 == 0:
-            print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
-        gold = tuple(q["answers"])
-        folded = [fold(a) for a in gold]
-        hits = retriever.search(q["question"], 12)
-        t0 = time.perf_counter()
-        got = read_passages(reader, q["question"], hits[:5])
-        t_read += time.perf_counter() - t0
-        best, support = got.best, got.support
-        text = hits[best.passage].chunk.text
-        f1 = token_f1(text[best.start:best.end], gold)
-        f1_top5.append(f1)
-        rows.append([got.features[f] for f in FEATURES])
-        labels.append(float(f1 >= 0.5))
-        kinds.append(1)
-        if f1 >= 0.5:
-            sentence.append(-99.0 if support is None else support)
-        g = reader.read(q["question"], [texts[q["doc"]]])[0]
-        gold_f1.append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
-        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
-        if negs:
-            rows.append([read_passages(reader, q["question"], negs).features[f]
-                         for f in FEATURES])
-            labels.append(0.0)
-            kinds.append(0)
-    store.close()
     import numpy as np
 
-    x, y, kind = np.array(rows), np.array(labels), np.array(kinds)
+    weights = Path(args.weights)
+    squad_rows = _squad_rows(weights, args.quick)
+    x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
+    gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
+    natural = np.zeros(len(y), dtype=bool)
+    if args.natural:
+        nat = _natural_rows(weights, Path(args.natural))
+        x = np.concatenate([x, np.array(nat["rows"])])
+        y = np.concatenate([y, np.array(nat["labels"])])
+        kind = np.concatenate([kind, np.array(nat["kinds"])])
+        natural = np.concatenate([natural, np.ones(len(nat["labels"]), dtype=bool)])
+    held = squad_rows["questions"]
+    t_read = squad_rows["read_s"]
+    from rag.reading import FEATURES
+
+    squad = ~natural
     margin = x[:, FEATURES.index("margin")]
-    model, cv_chance = _fit_answerability(x, y, args.seed)
-    chance = cv_chance  # held-out-fold chances: what the threshold and the table read
-    threshold = _threshold(chance[kind == 0], args.wrong_rate)
-    answer_margin = round(_threshold(margin[kind == 0], args.wrong_rate), 3)
+    # each source weighs as much in the fit as the other, however many rows it has
+    weight = np.where(natural, 0.5 / max(1, natural.sum()), 0.5 / squad.sum()) \
+        if natural.any() else np.full(len(y), 1.0 / len(y))
+    model, chance = _fit_answerability(x, y, args.seed, weight * len(y))
+    # chance: held-out-fold chances, what the threshold and the tables read
+    threshold = _threshold(chance[squad & (kind == 0)], args.wrong_rate)
+    if natural.any() and args.natural_bars:
+        threshold = max(threshold,
+                        _threshold(chance[natural & (kind == 0)], args.wrong_rate),
+                        _threshold(chance[natural & (kind == 1) & (y == 0)],
+                                   args.natural_wrong * (natural & (kind == 1)).sum()
+                                   / max(1, (natural & (kind == 1) & (y == 0)).sum())))
+    answer_margin = round(_threshold(margin[squad & (kind == 0)], args.wrong_rate), 3)
     sentence_sorted = sorted(sentence)
     support_margin = round(float(sentence_sorted[int(len(sentence_sorted) * (1 - args.keep))]),
                            3)
     pos_f1 = np.array(f1_top5)
 
     def policy(score, cut):
-        ans = score[kind == 1] >= cut
+        score = score[squad]
+        ans = score[kind[squad] == 1] >= cut
         return {"answerable_answered": round(float(ans.mean()), 3),
-                "wrong_passages_answered": round(float((score[kind == 0] >= cut).mean()), 3),
+                "wrong_passages_answered": round(float((score[kind[squad] == 0] >= cut).mean()),
+                                                 3),
                 "top5_F1_with_abstention": round(float(100 * (pos_f1 * ans).mean()), 2),
                 "answered_right_of_answered": round(
                     float((pos_f1[ans] >= 0.5).mean()) if ans.any() else 0.0, 3)}
 
-    res = {"held_out_questions": len(held), "cpu": _cpu(),
-           "gold_paragraph_F1": round(100 * sum(gold_f1) / len(held), 2),
+    def natural_policy(cut):
+        answerable, unanswerable = natural & (kind == 1), natural & (kind == 0)
+        ans = chance >= cut
+        return {"answerable_right": round(float((ans & answerable & (y == 1)).sum()
+                                                / answerable.sum()), 3),
+                "answerable_wrong": round(float((ans & answerable & (y == 0)).sum()
+                                                / answerable.sum()), 3),
+                "unanswerable_answered": round(float((ans & unanswerable).sum()
+                                                     / max(1, unanswerable.sum())), 3)}
+
+    res = {"held_out_questions": held, "cpu": _cpu(),
+           "gold_paragraph_F1": round(100 * sum(gold_f1) / held, 2),
            "top5_F1_always_answering": round(100 * float(pos_f1.mean()), 2),
-           "auc_margin": round(auc(margin[kind == 1], margin[kind == 0]), 3),
-           "auc_answerability_cv": round(auc(chance[kind == 1], chance[kind == 0]), 3),
+           "auc_margin": round(auc(margin[squad & (kind == 1)], margin[squad & (kind == 0)]),
+                               3),
+           "auc_answerability_cv": round(auc(chance[squad & (kind == 1)],
+                                             chance[squad & (kind == 0)]), 3),
            "by_margin": {"answer_margin": answer_margin, **policy(margin, answer_margin)},
            "by_answerability": {"threshold": round(threshold, 4),
                                 **policy(chance, threshold)},
            "support_margin": support_margin,
            "right_spans_supported_by_sentence": round(
                sum(m >= support_margin for m in sentence) / max(1, len(sentence)), 3),
-           "read_ms_per_question_top5": round(1000 * t_read / len(held), 1),
+           "read_ms_per_question_top5": round(1000 * t_read / held, 1),
            "answerability_table": {str(t): policy(chance, t)
                                    for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)},
            "wrong_rate": args.wrong_rate, "keep": args.keep}
+    if natural.any():
+        right = natural & (y == 1)
+        res["natural"] = {
+            "questions": int(natural.sum()), "answerable": int((natural & (kind == 1)).sum()),
+            "best_span_right": int(right.sum()), "natural_wrong": args.natural_wrong,
+            "auc_right_span_cv": round(auc(chance[right], chance[natural & ~right]), 3),
+            "at_threshold": natural_policy(threshold),
+            "table": {str(t): natural_policy(t) for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}}
     print(json.dumps(res, indent=2))
     if args.quick:
         return
@@ -313,25 +315,131 @@ def calibrate(args) -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def _fit_answerability(x, y, seed: int, folds: int = 5):
-    """The logistic model on standardised features (L2-regularised, by L-BFGS), and each row's
-    chance from a model fitted without its fold."""
+def _squad_rows(weights: Path, quick: int) -> dict:
+    """The held-out even questions (index % 20 == 0) read by the reader in `weights`: each over
+    the five passages rag retrieves for it and over the first five retrieved passages that hold
+    none of its answers. Cached in bench/work/reader/ by the weights' checksum: reading them
+    takes a quarter of an hour."""
+    from bench.squad import WORK as SQUAD_WORK
+    from bench.squad import prepare
+    from rag.evaluate import token_f1
+    from rag.reader import Reader
+    from rag.reading import FEATURES, read_passages
+    from rag.retrieve import Retriever
+    from rag.store import open_store
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    cache = WORK / f"calibration-squad-{digest[:16]}-{quick}.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if got.get("features") == list(FEATURES):
+            return got
+    texts, questions = squad()
+    held = [q for q in questions if q["index"] % 2 == 0 and q["index"] % 20 == 0]
+    if quick:
+        held = held[:quick]
+    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
+    prepare(settings, sorted(texts.items()))
+    store, embedder = open_store(settings)
+    retriever = Retriever(store, embedder, "hybrid")
+    reader = Reader(embedder.minilm(), weights)
+    out: dict = {"features": list(FEATURES), "questions": len(held), "rows": [], "labels": [],
+                 "kinds": [], "gold_f1": [], "f1_top5": [], "sentence": [], "read_s": 0.0}
+    for n, q in enumerate(held, 1):
+        if n % 50 == 0:
+            print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
+        gold = tuple(q["answers"])
+        folded = [fold(a) for a in gold]
+        hits = retriever.search(q["question"], 12)
+        t0 = time.perf_counter()
+        got = read_passages(reader, q["question"], hits[:5])
+        out["read_s"] += time.perf_counter() - t0
+        best, support = got.best, got.support
+        text = hits[best.passage].chunk.text
+        f1 = token_f1(text[best.start:best.end], gold)
+        out["f1_top5"].append(f1)
+        out["rows"].append([got.features[f] for f in FEATURES])
+        out["labels"].append(float(f1 >= 0.5))
+        out["kinds"].append(1)  # asked over its retrieved passages; 0: over wrong ones
+        if f1 >= 0.5:
+            out["sentence"].append(-99.0 if support is None else support)
+        g = reader.read(q["question"], [texts[q["doc"]]])[0]
+        out["gold_f1"].append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
+        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
+        if negs:
+            out["rows"].append([read_passages(reader, q["question"], negs).features[f]
+                                for f in FEATURES])
+            out["labels"].append(0.0)
+            out["kinds"].append(0)
+    store.close()
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def _natural_rows(weights: Path, folder: Path) -> dict:
+    """A natural-question set (questions.jsonl; its documents fetched to
+    bench/work/<folder name>/docs) read as `rag ask` reads it: each question over the passages
+    rag retrieves for it. Requests, yes/no questions and follow-ups are left out (they are not
+    answered by a span). Label: the best span holds an accepted answer; kind: 1 answerable,
+    0 not."""
+    from rag.answer import Answerer
+    from rag.display import fit_question
+    from rag.evaluate import contains_answer
+    from rag.ingest import ingest
+    from rag.reader import READER_BASE, Reader, load_base
+    from rag.reading import FEATURES, read_passages
+    from rag.registry import resolve_embedding
+
+    work = WORK.parent / folder.name
+    if not any((work / "docs").glob("*.txt")):
+        sys.exit(f"{work / 'docs'}: no documents; run `bash {folder}/fetch_docs.sh` first")
+    settings = Settings.from_env(index_dir=work / "index")
+    ingest([str(work / "docs")], settings)
+    answerer = Answerer(settings)
+    reader = Reader(load_base(resolve_embedding(READER_BASE, settings).path), weights)
+    out: dict = {"rows": [], "labels": [], "kinds": []}
+    for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+        item = json.loads(line) if line.strip() else None
+        if item is None or item["kind"] in ("instruction", "yesno") or item.get("follows"):
+            continue
+        question = fit_question(item["question"].strip())
+        hits = answerer.retrieve(question)
+        got = read_passages(reader, question, hits)
+        if got is None:
+            continue
+        span = hits[got.best.passage].chunk.text[got.best.start:got.best.end]
+        out["rows"].append([got.features[f] for f in FEATURES])
+        out["labels"].append(float(not item["unanswerable"]
+                                   and contains_answer(span, tuple(item["answers"]))))
+        out["kinds"].append(0 if item["unanswerable"] else 1)
+    answerer.close()
+    return out
+
+
+def _fit_answerability(x, y, seed: int, weight=None, folds: int = 5):
+    """The logistic model on standardised features (L2-regularised, by L-BFGS; each row's loss
+    times its `weight`, 1 by default), and each row's chance from a model fitted without its
+    fold."""
     import numpy as np
     import torch
 
     from rag.reading import FEATURES
 
-    def fit(xs, ys):
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+
+    def fit(xs, ys, ws):
         mean, scale = xs.mean(0), xs.std(0) + 1e-6
         xt = torch.tensor((xs - mean) / scale, dtype=torch.float64)
         yt = torch.tensor(ys, dtype=torch.float64)
+        wt = torch.tensor(ws / ws.mean(), dtype=torch.float64)
         w = torch.zeros(xs.shape[1], dtype=torch.float64, requires_grad=True)
         b = torch.zeros((), dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) \
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt, wt) \
                 + 1e-3 * (w * w).sum()
             loss.backward()
             return loss
@@ -348,8 +456,8 @@ def _fit_answerability(x, y, seed: int, folds: int = 5):
     for k in range(folds):
         test = order[k::folds]
         train = np.setdiff1d(order, test)
-        chance[test] = apply(fit(x[train], y[train]), x[test])
-    mean, scale, w, b = fit(x, y)
+        chance[test] = apply(fit(x[train], y[train], weight[train]), x[test])
+    mean, scale, w, b = fit(x, y, weight)
     model = {"features": list(FEATURES), "mean": [round(float(v), 6) for v in mean],
              "scale": [round(float(v), 6) for v in scale],
              "weights": [round(float(v), 6) for v in w], "bias": round(b, 6)}
@@ -359,6 +467,8 @@ def _fit_answerability(x, y, seed: int, folds: int = 5):
 def _threshold(negative_scores, wrong_rate: float) -> float:
     """The lowest score at which at most `wrong_rate` of `negative_scores` reach it."""
     ordered = sorted(float(v) for v in negative_scores)
+    if not ordered:
+        return 0.0
     cut = min(int(len(ordered) * (1 - wrong_rate)), len(ordered) - 1)
     return ordered[cut] + 1e-9
 
@@ -406,6 +516,13 @@ def main() -> None:
     p.add_argument("what", nargs="?", choices=["train", "calibrate"], default="train")
     p.add_argument("--wrong-rate", type=float, default=0.10)
     p.add_argument("--keep", type=float, default=0.90)
+    p.add_argument("--natural", default=str(ROOT / "bench" / "calibration"),
+                   help="a natural-question set to calibrate on too ('' for SQuAD alone)")
+    p.add_argument("--natural-bars", action="store_true",
+                   help="the threshold also holds the natural set's bars (--wrong-rate of its "
+                        "unanswerable questions answered, --natural-wrong of its answerable "
+                        "ones answered wrongly)")
+    p.add_argument("--natural-wrong", type=float, default=0.05)
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)

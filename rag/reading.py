@@ -3,8 +3,9 @@
 rag.answer.Answerer hands each question here: the learned reader (rag.reader) scores every span
 of every retrieved passage against the passage's "no answer here" score, and a logistic model
 over that reading (`Answerability`, fitted by `make train` on held-out even SQuAD questions
-asked over the passages retrieved for them and over passages that do not hold their answer)
-gives the chance that the best span answers. Below its calibrated threshold rag abstains and
+asked over the passages retrieved for them and over passages that do not hold their answer, and
+on a set of questions as people type them over other documents, bench/calibration/) gives the
+chance that the best span answers. Below its calibrated threshold rag abstains and
 says so. The support check reads the question against the cited sentence alone: the span is
 printed only when, there too, it beats "no answer" by the calibrated support margin; otherwise
 the sentence is quoted, and the JSON says so and why. Numbers: docs/answering.md.
@@ -104,7 +105,8 @@ _NONE = -20.0  # a margin where there is none to read (a sentence the reader fin
 class Answerability:
     """A logistic model over FEATURES: the chance that the reader's best span answers the
     question, fitted by `make train` on held-out even SQuAD questions asked over the passages
-    rag retrieves for them and over passages that do not hold their answer."""
+    rag retrieves for them and over passages that do not hold their answer, and on the natural
+    calibration set (bench/calibration/)."""
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     weights: tuple[float, ...]
