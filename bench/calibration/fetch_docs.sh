@@ -17,14 +17,7 @@ SRC=/usr/share/doc/python3.11/html
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$ROOT/bench/work/calibration/docs"
 
-if ! dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q "install ok installed"; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    if ! $SUDO apt-get install -y "$PKG"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y "$PKG"
-    fi
-fi
+bash "$ROOT/bench/natural/ensure_package.sh" "$PKG"
 
 # stem  page (relative to $SRC)
 PAGES="

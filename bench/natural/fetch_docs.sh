@@ -18,14 +18,7 @@ SRC=/usr/share/doc/debian-history
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$ROOT/bench/work/natural/docs"
 
-if ! dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q "install ok installed"; then
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    if ! $SUDO apt-get install -y "$PKG"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y "$PKG"
-    fi
-fi
+bash "$ROOT/bench/natural/ensure_package.sh" "$PKG"
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
