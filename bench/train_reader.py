@@ -10,13 +10,7 @@ labelled "no answer here" ([CLS]).
 Every twentieth question (index % 20 == 0) is held out of training: the reader's answerability
 margin is calibrated on them (bench/results_reader.json), never on odd ones. The artifact goes
 to rag/weights/reader.safetensors with its checksum in rag/weights/reader.sha256.
-The data is read from ../shared/data/squad and never copied into the repository.
-
-With `--swapped N`, N of the training questions also give a swapped-word negative
-(WordSwapper): the question with one word replaced by a close one its paragraph never uses, over
-the window that holds the original's answer, labelled "no answer". With `--typed`, each
-training question is also asked as people type a query (lower case, no question mark, half of
-them without their opening wh-word and auxiliary) over the window that holds its answer."""
+The data is read from ../shared/data/squad and never copied into the repository."""
 
 from __future__ import annotations
 
@@ -25,7 +19,6 @@ import hashlib
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -88,14 +81,22 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
     for q in questions:
         q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
         budget = max_len - len(q_ids) - 3
-        enc = tokenizer.encode(texts[q["doc"]], add_special_tokens=False)
-        placed = _answer_window(enc.offsets, q, budget, rng)
-        if placed is None:
+        ctx = texts[q["doc"]]
+        enc = tokenizer.encode(ctx, add_special_tokens=False)
+        a0 = q["starts"][0]
+        a1 = a0 + len(q["answers"][0])
+        offs = enc.offsets
+        toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
+        if not toks:
             continue
-        lo, t0, t1 = placed
+        t0, t1 = toks[0], toks[-1]
+        n = len(enc.ids)
+        if n <= budget:
+            lo = 0
+        else:  # a window holding the answer, placed at random around it
+            lo = rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
         window = enc.ids[lo:lo + budget]
         out.append((_pair(q_ids, window), len(q_ids) + 2 + t0 - lo, len(q_ids) + 2 + t1 - lo))
-        n = len(enc.ids)
         if n > budget + 16:  # a window of its own paragraph without the answer
             spans = [s for s in (0, n - budget) if s + budget <= t0 or s > t1]
             if spans:
@@ -107,127 +108,6 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
                 s = rng.randint(0, len(ids) - budget)
                 ids = ids[s:s + budget]
             out.append((_pair(q_ids, ids), 0, 0))
-    return out
-
-
-def _answer_window(offs, q, budget: int, rng: random.Random):
-    """(first token, answer's first token, its last) of a window of `budget` tokens of the
-    question's paragraph (token offsets `offs`) that holds its first answer, placed at random
-    around it; None when no token covers the answer."""
-    a0 = q["starts"][0]
-    a1 = a0 + len(q["answers"][0])
-    toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
-    if not toks:
-        return None
-    t0, t1 = toks[0], toks[-1]
-    n = len(offs)
-    lo = 0 if n <= budget else rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
-    return lo, t0, t1
-
-
-class WordSwapper:
-    """Questions with one content word swapped for a close word their paragraph never uses:
-    the neighbours are by cosine over the base encoder's input word embeddings, among whole-word
-    vocabulary tokens (alphabetic, not stopwords, not "##" pieces), so that the question still
-    reads like one its paragraph seems to answer but no longer does ("wounded" for "killed")."""
-
-    def __init__(self, base, neighbours: int = 20):
-        import numpy as np
-
-        from rag.text import STOPWORDS
-
-        vocab = base.tokenizer.get_vocab()
-        self.words = sorted((w for w in vocab if w.isascii() and w.isalpha() and len(w) > 2
-                             and w not in STOPWORDS), key=vocab.get)
-        self.index = {w: k for k, w in enumerate(self.words)}
-        vectors = np.asarray(base.word, dtype=np.float32)[[vocab[w] for w in self.words]]
-        self.vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.neighbours = neighbours
-
-    def replacement(self, word: str, paragraph_words: set[str], paragraph: str) -> str | None:
-        """The nearest of `word`'s neighbours that does not begin like it (no form of the same
-        word) and that the paragraph never uses in any form (by rag.text.stem), or None."""
-        from rag.text import stem
-
-        k = self.index.get(word)
-        if k is None:
-            return None
-        said = {stem(w) for w in paragraph_words}
-        sims = self.vectors @ self.vectors[k]
-        for j in sims.argsort()[::-1][1:self.neighbours + 1]:
-            other = self.words[j]
-            if other[:3] == word[:3] or stem(other) in said or other in paragraph:
-                continue
-            return other
-        return None
-
-    def swap(self, question: str, paragraph: str, answer_at: int) -> str | None:
-        """`question` with the content word it shares with `paragraph` nearest the answer (at
-        character `answer_at`) replaced, or None when no such word has a replacement."""
-        lower = paragraph.lower()
-        said = set(re.findall(r"[a-z]+", lower))
-        best = None
-        for m in re.finditer(r"[A-Za-z]+", question):
-            word = m.group().lower()
-            if word not in self.index or word not in said:
-                continue
-            where = [w.start() for w in re.finditer(rf"\b{word}\b", lower)]
-            if not where:
-                continue
-            distance = min(abs(w - answer_at) for w in where)
-            if best is not None and distance >= best[0]:
-                continue
-            other = self.replacement(word, said, lower)
-            if other is not None:
-                best = (distance, m, other)
-        if best is None:
-            return None
-        _, m, other = best
-        if m.group()[0].isupper():
-            other = other.capitalize()
-        return question[:m.start()] + other + question[m.end():]
-
-
-def swapped_questions(swapper: WordSwapper, questions, texts) -> list[dict]:
-    """Each question (that has one) with a swapped word: the same paragraph and answer offsets,
-    but no answer there now."""
-    out = []
-    for q in questions:
-        new = swapper.swap(q["question"], texts[q["doc"]], q["starts"][0])
-        if new is not None:
-            out.append({**q, "question": new, "asked": q["question"]})
-    return out
-
-
-def swapped_examples(tokenizer, swapped, texts, max_len: int, rng: random.Random):
-    """A swapped question over the window of its paragraph that holds the original question's
-    answer, labelled "no answer" (start = end = 0)."""
-    out = []
-    for q in swapped:
-        q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
-        budget = max_len - len(q_ids) - 3
-        enc = tokenizer.encode(texts[q["doc"]], add_special_tokens=False)
-        placed = _answer_window(enc.offsets, q, budget, rng)
-        if placed is not None:
-            out.append((_pair(q_ids, enc.ids[placed[0]:placed[0] + budget]), 0, 0))
-    return out
-
-
-# the words a typed query drops: a question's opening wh-word and auxiliary ("what is the ...")
-_OPENING = re.compile(r"^(?:what|which|who|whom|whose|when|where|why|how(?!\s+(?:many|much)))"
-                      r"(?:\s+(?:is|are|was|were|do|does|did|has|have|had|can|could|will|"
-                      r"would))?\s+", re.I)
-
-
-def typed_questions(questions, rng: random.Random) -> list[dict]:
-    """Each question as people type one into a search box: lower case without its question mark,
-    and half of them without their opening wh-word and auxiliary ("name of the stadium")."""
-    out = []
-    for q in questions:
-        text = q["question"].strip().rstrip("?").strip()
-        if rng.random() < 0.5:
-            text = _OPENING.sub("", text)
-        out.append({**q, "question": text.lower()})
     return out
 
 
@@ -259,23 +139,10 @@ def train(args) -> None:
     train_qs = [q for q in even if q["index"] % 20 != 0]
     if args.quick:
         train_qs = train_qs[:args.quick]
-    if args.questions:  # a fixed-seed sample, in index order
-        train_qs = sorted(random.Random(args.seed).sample(train_qs, args.questions),
-                          key=lambda q: q["index"])
     settings = Settings.from_env()
     base = load_base(resolve_embedding(READER_BASE, settings).path)
     negatives = retrieved_negatives(even, texts, args.negatives)
     items = examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)
-    if args.swapped:
-        swapped = swapped_questions(WordSwapper(base), train_qs[:args.swapped], texts)
-        items += swapped_examples(base.tokenizer, swapped, texts, args.max_len, rng)
-        print(f"{len(swapped)} swapped-word negatives, e.g. "
-              f"{[q['question'] for q in swapped[:3]]}", file=sys.stderr)
-    if args.typed:
-        typed = typed_questions(train_qs, rng)
-        items += examples(base.tokenizer, typed, texts, {}, args.max_len, rng)
-        print(f"{len(typed)} typed questions, e.g. {[q['question'] for q in typed[:4]]}",
-              file=sys.stderr)
     n_pos = sum(1 for _, s, _ in items if s > 0)
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer)",
           file=sys.stderr)
@@ -315,8 +182,7 @@ def train(args) -> None:
         save_adapter(model, out, {"rank": args.rank, "seed": args.seed,
                                   "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
                                   "batch": args.batch, "questions": len(train_qs),
-                                  "examples": len(items), "init": args.init,
-                                  "swapped": args.swapped, "typed": args.typed})
+                                  "examples": len(items), "init": args.init})
     train_s = time.perf_counter() - t_start
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
@@ -329,7 +195,7 @@ def train(args) -> None:
         "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
         "bf16": args.bf16, "sha256": digest,
         **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
-                                         "negatives", "swapped", "init")}}
+                                         "negatives", "init")}}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -670,11 +536,6 @@ def main() -> None:
     p.add_argument("--weights", default=str(OUT),
                    help="the adapter: written by train, read by calibrate")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
-    p.add_argument("--questions", type=int, default=0,
-                   help="train on a sample of this many questions (by --seed)")
-    p.add_argument("--typed", action="store_true", help="each question typed as a query too")
-    p.add_argument("--swapped", type=int, default=0,
-                   help="swapped-word negatives from this many of the training questions")
     args = p.parse_args()
     (calibrate if args.what == "calibrate" else train)(args)
 
