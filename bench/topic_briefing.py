@@ -3,7 +3,9 @@ split (even-numbered) is taken as the topic of a five-point briefing over all of
 paragraphs (the index bench/squad.py builds); counted: the briefings whose points hold one of
 the question's answers.
 
-    .venv/bin/python bench/topic_briefing.py [--n 300] [--passages 40,20,10,5,3]
+    .venv/bin/python bench/topic_briefing.py [--n 300] [--passages 40,20,10,5,3] [--split odd]
+
+(--split odd: the held-out questions, to measure what was tuned on the even ones.)
 
 Prints one line a passage count, and the CPU it ran on. The data is read from
 ../shared/data/squad and never copied into the repository."""
@@ -25,6 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--passages", default="40,20,10,5,3")
+    p.add_argument("--split", choices=["even", "odd"], default="even")
     args = p.parse_args()
     from bench.squad import WORK, load_squad, prepare, split
     from bench.train_reader import _cpu
@@ -35,8 +38,8 @@ def main() -> None:
     settings = Settings.from_env(index_dir=WORK / "index")
     if not (settings.index_dir / "rag.sqlite").exists():
         prepare(settings, paragraphs)
-    qs = split(questions, "even", args.n)
-    print(f"{len(qs)} even questions as topics, five points each; {_cpu()}")
+    qs = split(questions, args.split, args.n)
+    print(f"{len(qs)} {args.split} questions as topics, five points each; {_cpu()}")
     for passages in (int(x) for x in args.passages.split(",")):
         t0 = time.perf_counter()
         held = sum(contains_answer(" ".join(pt.text for pt in brief.build(

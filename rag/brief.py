@@ -57,6 +57,10 @@ MAX_WORDS_DEFAULT = 300
 # A topic's briefing reads this many of the passages retrieved for the topic a point: the
 # candidates stay on the topic (docs/briefing.md)
 TOPIC_PASSAGES_PER_POINT = 2
+# ...and ranks its sentences by their cosine to the topic, at this weight beside the scores
+# above: tuned on SQuAD's even questions as topics (bench/topic_briefing.py) and on the natural
+# calibration set's requests (bench/calibration/)
+TOPIC_RELEVANCE = 8.0
 
 
 @dataclass
@@ -331,6 +335,8 @@ def _plan(pool: list[_Sentence], vecs: np.ndarray, topic_vec: np.ndarray | None,
     central = vecs @ centre + np.array([s.central for s in pool])
     lead = np.array([LEAD_WEIGHT / np.sqrt(1 + s.position) for s in pool])
     score = CENTRAL_WEIGHT * central + lead + _specificity(pool)
+    if topic_vec is not None:
+        score = score + TOPIC_RELEVANCE * (vecs @ topic_vec)
     conflicts, disputed = find_conflicts(pool, vecs)
     clusters = _cluster(pool, vecs, score, disputed)
     return _select(clusters, pool, score, disputed, n_docs, max_points, max_words), conflicts
