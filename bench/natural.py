@@ -120,7 +120,7 @@ def summarise(rows: list[dict], seconds: float) -> dict:
 def answerability_auc(rows: list[dict]) -> float | None:
     """ROC AUC of the answerability chance: the questions whose best span holds an accepted
     answer against those whose best span does not (unanswerable ones included); requests and
-    yes/no questions left out. How well the model, fitted on SQuAD, carries to these."""
+    yes/no questions left out. How well the model carries to questions it was not fitted on."""
     from bench.train_reader import auc
     from rag.evaluate import contains_answer
 

@@ -210,8 +210,9 @@ def calibrate(args) -> None:
       is right" (SQuAD: F1 >= 0.5, never so over wrong passages; the natural set: the span holds
       an accepted answer, never so for an unanswerable question), the two sources weighed
       equally; its threshold is the lowest chance at which at most `--wrong-rate` of the SQuAD
-      questions asked over wrong passages and of the natural set's unanswerable questions are
-      answered, and at most `--natural-wrong` of its answerable questions answered wrongly;
+      questions asked over wrong passages are answered (with `--natural-bars`, also at most
+      `--wrong-rate` of the natural set's unanswerable questions, and at most
+      `--natural-wrong` of its answerable ones answered wrongly);
     - answer_margin: the SQuAD rule on the reader's margin alone (the model's fallback, and the
       comparison for it);
     - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
@@ -219,6 +220,8 @@ def calibrate(args) -> None:
 
     Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
     import numpy as np
+
+    from rag.reading import FEATURES
 
     weights = Path(args.weights)
     squad_rows = _squad_rows(weights, args.quick)
@@ -233,22 +236,19 @@ def calibrate(args) -> None:
         natural = np.concatenate([natural, np.ones(len(nat["labels"]), dtype=bool)])
     held = squad_rows["questions"]
     t_read = squad_rows["read_s"]
-    from rag.reading import FEATURES
-
     squad = ~natural
     margin = x[:, FEATURES.index("margin")]
     # each source weighs as much in the fit as the other, however many rows it has
-    weight = np.where(natural, 0.5 / max(1, natural.sum()), 0.5 / squad.sum()) \
-        if natural.any() else np.full(len(y), 1.0 / len(y))
-    model, chance = _fit_answerability(x, y, args.seed, weight * len(y))
+    weight = np.where(natural, 1 / max(1, natural.sum()), 1 / squad.sum())
+    model, chance = _fit_answerability(x, y, args.seed, weight)
     # chance: held-out-fold chances, what the threshold and the tables read
     threshold = _threshold(chance[squad & (kind == 0)], args.wrong_rate)
     if natural.any() and args.natural_bars:
+        wrong = chance[natural & (kind == 1) & (y == 0)]  # answerable, its best span wrong
+        allowed = args.natural_wrong * (natural & (kind == 1)).sum()  # of all answerable
         threshold = max(threshold,
                         _threshold(chance[natural & (kind == 0)], args.wrong_rate),
-                        _threshold(chance[natural & (kind == 1) & (y == 0)],
-                                   args.natural_wrong * (natural & (kind == 1)).sum()
-                                   / max(1, (natural & (kind == 1) & (y == 0)).sum())))
+                        _threshold(wrong, allowed / max(1, len(wrong))))
     answer_margin = round(_threshold(margin[squad & (kind == 0)], args.wrong_rate), 3)
     sentence_sorted = sorted(sentence)
     support_margin = round(float(sentence_sorted[int(len(sentence_sorted) * (1 - args.keep))]),
@@ -419,8 +419,8 @@ def _natural_rows(weights: Path, folder: Path) -> dict:
 
 def _fit_answerability(x, y, seed: int, weight=None, folds: int = 5):
     """The logistic model on standardised features (L2-regularised, by L-BFGS; each row's loss
-    times its `weight`, 1 by default), and each row's chance from a model fitted without its
-    fold."""
+    times its `weight` over the mean weight, 1 by default), and each row's chance from a model
+    fitted without its fold."""
     import numpy as np
     import torch
 
