@@ -53,9 +53,7 @@ bench-squad: setup
 # The reader (rag/weights/): LoRA adapters and a span head on all-MiniLM-L6-v2, trained on SQuAD
 # dev even-numbered questions with hard negatives in three passes over them, each going on from
 # the last with a lower rate and its own seed (about 22 min a pass on two cores of an AMD EPYC
-# with nothing beside it); then the verifier, a second adapter that reads a question beside the
-# reader's span and its sentence, trained on the reader's right and wrong spans (~30 min);
-# then the answerability model and support margin calibrated on
+# with nothing beside it), then its answerability model and support margin calibrated on
 # held-out even questions and on the natural calibration set (bench/calibration/, questions
 # over the Python documentation). Fixed seeds; `make demo` never trains.
 READER_WORK := bench/work/reader
@@ -65,7 +63,6 @@ train: setup
 	  --lr 5e-4 --seed 21 --weights $(READER_WORK)/stage2.safetensors
 	$(BIN)/python bench/train_reader.py train --init $(READER_WORK)/stage2.safetensors \
 	  --lr 3e-4 --seed 22
-	$(BIN)/python bench/train_verifier.py --epochs 2 --lr 5e-4
 	bash bench/calibration/fetch_docs.sh
 	$(BIN)/python bench/train_reader.py calibrate
 

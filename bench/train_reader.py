@@ -224,13 +224,12 @@ def calibrate(args) -> None:
     from rag.reading import FEATURES
 
     weights = Path(args.weights)
-    verifier = Path(args.verifier)
-    squad_rows = _squad_rows(weights, verifier, args.quick)
+    squad_rows = _squad_rows(weights, args.quick)
     x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
     gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
     natural = np.zeros(len(y), dtype=bool)
     if args.natural:
-        nat = _natural_rows(weights, verifier, Path(args.natural))
+        nat = _natural_rows(weights, Path(args.natural))
         x = np.concatenate([x, np.array(nat["rows"])])
         y = np.concatenate([y, np.array(nat["labels"])])
         kind = np.concatenate([kind, np.array(nat["kinds"])])
@@ -308,8 +307,7 @@ def calibrate(args) -> None:
     weights.with_suffix(".json").write_text(json.dumps({
             "answer_margin": answer_margin, "support_margin": support_margin,
             "answerability": {**model, "threshold": round(threshold, 4)},
-            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-            "verifier_sha256": hashlib.sha256(verifier.read_bytes()).hexdigest()},
+            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
             indent=2) + "\n")
     if weights.resolve() == OUT.resolve():
         results = _load_results()
@@ -317,7 +315,7 @@ def calibrate(args) -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
+def _squad_rows(weights: Path, quick: int) -> dict:
     """The held-out even questions (index % 20 == 0) read by the reader in `weights`: each over
     the five passages rag retrieves for it and over the first five retrieved passages that hold
     none of its answers. Cached in bench/work/reader/ by the weights' checksum: reading them
@@ -330,7 +328,7 @@ def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
     from rag.retrieve import Retriever
     from rag.store import open_store
 
-    digest = hashlib.sha256(weights.read_bytes() + verifier_weights.read_bytes()).hexdigest()
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     cache = WORK / f"calibration-squad-{digest[:16]}-{quick}.json"
     if cache.exists():
         got = json.loads(cache.read_text())
@@ -345,7 +343,6 @@ def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
     store, embedder = open_store(settings)
     retriever = Retriever(store, embedder, "hybrid")
     reader = Reader(embedder.minilm(), weights)
-    verifier = Reader(embedder.minilm(), verifier_weights)
     out: dict = {"features": list(FEATURES), "questions": len(held), "rows": [], "labels": [],
                  "kinds": [], "gold_f1": [], "f1_top5": [], "sentence": [], "read_s": 0.0}
     for n, q in enumerate(held, 1):
@@ -355,7 +352,7 @@ def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
         folded = [fold(a) for a in gold]
         hits = retriever.search(q["question"], 12)
         t0 = time.perf_counter()
-        got = read_passages(reader, verifier, q["question"], hits[:5])
+        got = read_passages(reader, q["question"], hits[:5])
         out["read_s"] += time.perf_counter() - t0
         best, support = got.best, got.support
         text = hits[best.passage].chunk.text
@@ -370,8 +367,8 @@ def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
         out["gold_f1"].append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
         negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
         if negs:
-            got = read_passages(reader, verifier, q["question"], negs)
-            out["rows"].append([got.features[f] for f in FEATURES])
+            out["rows"].append([read_passages(reader, q["question"], negs).features[f]
+                                for f in FEATURES])
             out["labels"].append(0.0)
             out["kinds"].append(0)
     store.close()
@@ -380,7 +377,7 @@ def _squad_rows(weights: Path, verifier_weights: Path, quick: int) -> dict:
     return out
 
 
-def _natural_rows(weights: Path, verifier_weights: Path, folder: Path) -> dict:
+def _natural_rows(weights: Path, folder: Path) -> dict:
     """A natural-question set (questions.jsonl; its documents fetched to
     bench/work/<folder name>/docs) read as `rag ask` reads it: each question over the passages
     rag retrieves for it. Requests, yes/no questions and follow-ups are left out (they are not
@@ -400,8 +397,7 @@ def _natural_rows(weights: Path, verifier_weights: Path, folder: Path) -> dict:
     settings = Settings.from_env(index_dir=work / "index")
     ingest([str(work / "docs")], settings)
     answerer = Answerer(settings)
-    base = load_base(resolve_embedding(READER_BASE, settings).path)
-    reader, verifier = Reader(base, weights), Reader(base, verifier_weights)
+    reader = Reader(load_base(resolve_embedding(READER_BASE, settings).path), weights)
     out: dict = {"rows": [], "labels": [], "kinds": []}
     for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines():
         item = json.loads(line) if line.strip() else None
@@ -409,7 +405,7 @@ def _natural_rows(weights: Path, verifier_weights: Path, folder: Path) -> dict:
             continue
         question = fit_question(item["question"].strip())
         hits = answerer.retrieve(question)
-        got = read_passages(reader, verifier, question, hits)
+        got = read_passages(reader, question, hits)
         if got is None:
             continue
         span = hits[got.best.passage].chunk.text[got.best.start:got.best.end]
@@ -537,8 +533,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (where native)")
     p.add_argument("--init", default="", help="an adapter to go on training from")
-    p.add_argument("--verifier", default=str(OUT.with_name("verifier.safetensors")),
-                   help="the verifier's adapter (bench/train_verifier.py), read by calibrate")
     p.add_argument("--weights", default=str(OUT),
                    help="the adapter: written by train, read by calibrate")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")

@@ -144,7 +144,7 @@ def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k
     """Ask every question; the report holds the metrics and one entry per pair."""
     from rag.answer import Answerer
     from rag.citations import strip_markers
-    from rag.reader import VERIFIER, checksum
+    from rag.reader import checksum
 
     answerer = Answerer(settings)
     out_items = []
@@ -182,7 +182,6 @@ def run(settings: Settings, items: list[QAItem], retrieval_only: bool = False, k
         }
         if not retrieval_only:
             fingerprints["reader_sha256"] = checksum()
-            fingerprints["verifier_sha256"] = checksum(VERIFIER)
     finally:
         answerer.close()
     metrics = compute_metrics(items, out_items, k, retrieval_only)

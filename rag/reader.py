@@ -30,9 +30,6 @@ MAX_LEN = 256  # question and passage window, in tokens
 MAX_QUESTION = 64
 STRIDE = 96  # a long passage is read in windows that overlap by this many tokens
 MAX_ANSWER = 30  # tokens
-VERIFIER = WEIGHTS.with_name("verifier.safetensors")
-VERIFY_SPAN = 32  # tokens of the span the verifier reads
-VERIFY_LEN = 192  # question, span and sentence
 # The encoder the adapters were trained on (a name in the model registry): the reader builds on
 # it whatever model embeds the index.
 READER_BASE = "all-minilm-l6-v2"
@@ -124,18 +121,6 @@ class Reader:
             del spans[top:]
         return out
 
-    def verify(self, question: str, candidates: list[tuple[str, str]]) -> list[float]:
-        """For a verifier's weights (rag/weights/verifier.safetensors): for each (span,
-        sentence), the log-odds that the span, read in its sentence, answers the question (the
-        head's first output at [CLS])."""
-        if not candidates:
-            return []
-        rows = [verify_row(self.tokenizer, question, span, sentence)
-                for span, sentence in candidates]
-        states = self._states(rows)
-        cls = states[:, 0] @ self.head_w[0].numpy() + float(self.head_b[0])
-        return [float(v) for v in cls]
-
     def _states(self, rows: list[list[int]]) -> np.ndarray:
         from rag.minilm import _padded
 
@@ -146,14 +131,6 @@ class Reader:
         with torch.inference_mode(), torch.jit.optimized_execution(False):
             _, states = compiled()(ids, mask.bool(), *self.engine.params)
         return states.numpy()
-
-
-def verify_row(tokenizer, question: str, span: str, sentence: str) -> list[int]:
-    """What the verifier reads: [CLS] question [SEP] span [SEP] sentence [SEP]."""
-    q, a, c = (tokenizer.encode(t, add_special_tokens=False).ids
-               for t in (question, span, sentence))
-    q, a = q[:MAX_QUESTION], a[:VERIFY_SPAN]
-    return [CLS, *q, SEP, *a, SEP, *c[:VERIFY_LEN - len(q) - len(a) - 4], SEP]
 
 
 def _best_spans(s_log: np.ndarray, e_log: np.ndarray, offs, p: int, null: float,

@@ -28,7 +28,7 @@ from rag.chunking import split_sentences
 from rag.config import Settings
 from rag.embedder import Embedder
 from rag.errors import RagError
-from rag.reader import READER_BASE, VERIFIER, WEIGHTS, Reader, Span, load_base
+from rag.reader import READER_BASE, WEIGHTS, Reader, Span, load_base
 from rag.registry import resolve_embedding
 from rag.text import search_words
 from rag.types import Answer, Citation, Hit, Verification
@@ -97,7 +97,7 @@ def instruction(question: str) -> Instruction | None:
 
 # What the answerability model reads of a question's retrieved passages, as the reader saw them
 FEATURES = ("margin", "span_score", "null", "runner_up", "mean_margin", "agreeing",
-            "similarity", "rank", "overlap", "span_tokens", "sentence_margin", "verified")
+            "similarity", "rank", "overlap", "span_tokens", "sentence_margin")
 _NONE = -20.0  # a margin where there is none to read (a sentence the reader finds nothing in)
 
 
@@ -128,10 +128,9 @@ class Answerability:
 
 
 def features(question: str, hits: list[Hit], spans: list[list[Span]], best: Span,
-             sentence: str, sentence_margin: float | None,
-             verified: float) -> dict[str, float]:
+             sentence: str, sentence_margin: float | None) -> dict[str, float]:
     """FEATURES of the reader's reading of `hits` (spans per passage, best first), of its best
-    span and of the sentence that holds it, and the verifier's log-odds for that span."""
+    span and of the sentence that holds it."""
     best_of = [per[0] for per in spans if per]
     answer = fold(hits[best.passage].chunk.text[best.start:best.end])
     others = sorted((s.margin for s in best_of if s.passage != best.passage), reverse=True)
@@ -145,8 +144,7 @@ def features(question: str, hits: list[Hit], spans: list[list[Span]], best: Span
             "similarity": hits[best.passage].similarity, "rank": float(best.passage),
             "overlap": len(asked & said) / max(1, len(asked)),
             "span_tokens": math.log1p(len(answer.split())),
-            "sentence_margin": _NONE if sentence_margin is None else sentence_margin,
-            "verified": verified}
+            "sentence_margin": _NONE if sentence_margin is None else sentence_margin}
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,9 @@ class Reading:
     features: dict[str, float]
 
 
-def read_passages(reader: Reader, verifier: Reader, question: str,
-                  hits: list[Hit]) -> Reading | None:
-    """The reader over `hits`, and the verifier over its best span, as the answer path and its
-    calibration (`make train`) both read them; None when no passage has a span."""
+def read_passages(reader: Reader, question: str, hits: list[Hit]) -> Reading | None:
+    """The reader over `hits`, as the answer path and its calibration (`make train`) both read
+    them; None when no passage has a span."""
     spans = reader.read(question, [h.chunk.text for h in hits])
     best = max((s for per in spans for s in per), key=lambda s: s.margin, default=None)
     if best is None:
@@ -173,9 +170,8 @@ def read_passages(reader: Reader, verifier: Reader, question: str,
     alone = reader.read(question, [text[a:b]], top=5)[0]
     support = max((s.margin for s in alone if s.start < best.end - a and best.start - a < s.end),
                   default=None)
-    verified = verifier.verify(question, [(text[best.start:best.end], text[a:b])])[0]
     return Reading(best, (a, b), support,
-                   features(question, hits, spans, best, text[a:b], support, verified))
+                   features(question, hits, spans, best, text[a:b], support))
 
 
 def fold(text: str) -> str:
@@ -211,22 +207,19 @@ class ReaderPath:
         self.settings = settings
         self.embedder = embedder
         self.calibration = calibration or Calibration.load()
-        self._models: tuple[Reader, Reader] | None = None
+        self._reader: Reader | None = None
 
     @property
-    def models(self) -> tuple[Reader, Reader]:
-        """The reader and its verifier, both built on the encoder the index embeds with when
-        that is the reader's own."""
-        if self._models is None:
+    def reader(self) -> Reader:
+        if self._reader is None:
             spec = resolve_embedding(READER_BASE, self.settings)
             same = spec.path == self.embedder.path and self.embedder.own_forward
-            base = self.embedder.minilm() if same else load_base(spec.path)
-            self._models = (Reader(base), Reader(base, VERIFIER))
-        return self._models
+            self._reader = Reader(self.embedder.minilm() if same else load_base(spec.path))
+        return self._reader
 
     def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
         cal = self.calibration
-        reading = read_passages(*self.models, question, hits)
+        reading = read_passages(self.reader, question, hits)
         if reading is None:
             return abstention(question, hits, Verification(
                 reason="no retrieved passage answers it"), t0, t1)

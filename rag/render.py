@@ -247,7 +247,7 @@ def eval_html(items: list[QAItem], report: dict, baseline: dict | None = None,
     fails = "".join(f"<li>{html.escape(f)}</li>" for f in gates.get("failures", []))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in gates.get("notes", []))
     facts = " · ".join(html.escape(f"{k}: {metrics[k]}") for k in (
-        "reader_sha256", "verifier_sha256", "embedding_model", "index_generation", "index_documents",
+        "reader_sha256", "embedding_model", "index_generation", "index_documents",
         "n_items", "k") if k in metrics)
     rates = [n for n, v in metrics.items() if _is_rate(n) and number(v)]
     others = [n for n, v in metrics.items() if not _is_rate(n) and number(v)

@@ -31,28 +31,6 @@ def test_the_committed_weights_are_the_ones_recorded():
     assert WEIGHTS.stat().st_size < 4_000_000  # an adapter, not a model
 
 
-def test_the_committed_verifier_is_the_one_calibrated():
-    from rag.reader import VERIFIER
-
-    digest = hashlib.sha256(VERIFIER.read_bytes()).hexdigest()
-    recorded = VERIFIER.with_name("verifier.sha256").read_text().split()[0]
-    calibration = json.loads(WEIGHTS.with_name("reader.json").read_text())
-    assert digest == recorded == calibration["verifier_sha256"]
-    assert VERIFIER.stat().st_size < 4_000_000
-
-
-def test_the_verifier_prefers_the_span_that_answers(base):
-    from rag.reader import VERIFIER, Reader
-
-    verifier = Reader(base, VERIFIER)
-    sentence = ("The city engineer, Maria Lopez, said repairs would take six weeks and cost "
-                "about 2 million dollars.")
-    right, wrong, elsewhere = verifier.verify("How long will the repairs take?", [
-        ("six weeks", sentence), ("Maria Lopez", sentence),
-        ("Tuesday", "The city council met on Tuesday to discuss the budget for new parks.")])
-    assert right > wrong and right > elsewhere
-
-
 def test_the_span_answers_and_lies_in_the_passage(reader):
     passage = ("The bridge was closed on Tuesday after inspectors found cracks in two of its "
                "steel supports. The city engineer, Maria Lopez, said repairs would take six "

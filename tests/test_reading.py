@@ -35,9 +35,9 @@ def test_reader_timings_add_up(answerer):
 
 def test_the_reader_loads_once_per_process(answerer):
     answerer.ask("How many North Korean personnel have been deployed to Russia?")
-    models = answerer.reading.models
+    reader = answerer.reading.reader
     answerer.ask("Who did Lee Jae Myung meet in Tokyo?")
-    assert answerer.reading.models is models
+    assert answerer.reading.reader is reader
 
 
 def test_quote_style_prints_the_sentence_holding_the_span(seed_settings):
