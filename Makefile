@@ -64,7 +64,6 @@ train: setup
 	$(BIN)/python bench/train_reader.py train --init $(READER_WORK)/stage2.safetensors \
 	  --lr 3e-4 --seed 22
 	bash bench/calibration/fetch_docs.sh
-	bash bench/calibration_kernel/fetch_docs.sh
 	$(BIN)/python bench/train_reader.py calibrate
 
 # Natural questions over documents rag was never tuned on (bench/natural/README.md).

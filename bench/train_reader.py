@@ -34,9 +34,6 @@ DATA = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
 WORK = ROOT / "bench" / "work" / "reader"
 OUT = ROOT / "rag" / "weights" / "reader.safetensors"
 RESULTS = ROOT / "bench" / "results_reader.json"
-# The span chosen across passages: its margin less a weight times its passage's rank, the
-# weight one of these, chosen by calibrate (rag.reading.read_passages)
-RANK_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
 def squad():
@@ -206,21 +203,16 @@ def calibrate(args) -> None:
     """The reader's calibration, set on the held-out even questions (index % 20 == 0), each
     asked over the five passages rag retrieves for it (answerable) and over the first five
     retrieved passages that hold none of its answers (a question the index cannot answer), and
-    on the natural calibration sets (`--natural`: questions as people type them over other
-    documents, bench/calibration/ and bench/calibration_kernel/, each asked as `rag ask` asks it):
+    on the natural calibration set (bench/calibration/: questions as people type them over the
+    Python documentation, each asked as `rag ask` asks it):
 
-    - rank_weight: the span rag answers with is the one whose margin less this weight times its
-      passage's rank is highest; of RANK_WEIGHTS, the one whose fitted answerability model
-      (below) does best on the held-out numbers, cross-validated: half SQuAD's F1 with
-      abstention, half the natural sets' answerable questions answered right less twice those
-      answered wrongly;
     - answerability: a logistic model over rag.reading.FEATURES whose target is "the best span
-      is right" (SQuAD: F1 >= 0.5, never so over wrong passages; the natural sets: the span
-      holds an accepted answer, never so for an unanswerable question), SQuAD and the natural
-      sets weighed equally; its threshold is the lowest chance at which at most `--wrong-rate`
-      of the SQuAD questions asked over wrong passages are answered (with `--natural-bars`,
-      also at most `--wrong-rate` of the natural sets' unanswerable questions, and at most
-      `--natural-wrong` of their answerable ones answered wrongly);
+      is right" (SQuAD: F1 >= 0.5, never so over wrong passages; the natural set: the span holds
+      an accepted answer, never so for an unanswerable question), the two sources weighed
+      equally; its threshold is the lowest chance at which at most `--wrong-rate` of the SQuAD
+      questions asked over wrong passages are answered (with `--natural-bars`, also at most
+      `--wrong-rate` of the natural set's unanswerable questions, and at most
+      `--natural-wrong` of its answerable ones answered wrongly);
     - answer_margin: the SQuAD rule on the reader's margin alone (the model's fallback, and the
       comparison for it);
     - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
@@ -232,24 +224,31 @@ def calibrate(args) -> None:
     from rag.reading import FEATURES
 
     weights = Path(args.weights)
-    squad_all = _squad_rows(weights, args.quick)
-    sets = [Path(f) for f in args.natural.split(",") if f]
-    nat_all = [_natural_rows(weights, folder) for folder in sets]
-    # the rank weight whose fitted model does best on the held-out numbers (cross-validated)
-    fits = {w: _fit_at(args, squad_all, nat_all, w) for w in RANK_WEIGHTS}
-    rank_table = {str(w): f["summary"] for w, f in fits.items()}
-    rank_weight = max(RANK_WEIGHTS, key=lambda w: (fits[w]["summary"]["score"], -w))
-    if args.rank_weight is not None:  # set by hand, to compare
-        rank_weight = args.rank_weight
-    fit = fits[rank_weight]
-    x, y, kind, natural, which = (fit[k] for k in ("x", "y", "kind", "natural", "which"))
-    model, chance, threshold = fit["model"], fit["chance"], fit["threshold"]
-    squad_rows = {**squad_all, **squad_all["by_rank_weight"][str(rank_weight)]}
+    squad_rows = _squad_rows(weights, args.quick)
+    x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
     gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
+    natural = np.zeros(len(y), dtype=bool)
+    if args.natural:
+        nat = _natural_rows(weights, Path(args.natural))
+        x = np.concatenate([x, np.array(nat["rows"])])
+        y = np.concatenate([y, np.array(nat["labels"])])
+        kind = np.concatenate([kind, np.array(nat["kinds"])])
+        natural = np.concatenate([natural, np.ones(len(nat["labels"]), dtype=bool)])
     held = squad_rows["questions"]
     t_read = squad_rows["read_s"]
     squad = ~natural
     margin = x[:, FEATURES.index("margin")]
+    # each source weighs as much in the fit as the other, however many rows it has
+    weight = np.where(natural, 1 / max(1, natural.sum()), 1 / squad.sum())
+    model, chance = _fit_answerability(x, y, args.seed, weight)
+    # chance: held-out-fold chances, what the threshold and the tables read
+    threshold = _threshold(chance[squad & (kind == 0)], args.wrong_rate)
+    if natural.any() and args.natural_bars:
+        wrong = chance[natural & (kind == 1) & (y == 0)]  # answerable, its best span wrong
+        allowed = args.natural_wrong * (natural & (kind == 1)).sum()  # of all answerable
+        threshold = max(threshold,
+                        _threshold(chance[natural & (kind == 0)], args.wrong_rate),
+                        _threshold(wrong, allowed / max(1, len(wrong))))
     answer_margin = round(_threshold(margin[squad & (kind == 0)], args.wrong_rate), 3)
     sentence_sorted = sorted(sentence)
     support_margin = round(float(sentence_sorted[int(len(sentence_sorted) * (1 - args.keep))]),
@@ -266,9 +265,8 @@ def calibrate(args) -> None:
                 "answered_right_of_answered": round(
                     float((pos_f1[ans] >= 0.5).mean()) if ans.any() else 0.0, 3)}
 
-    def natural_policy(cut, among=None):
-        among = natural if among is None else among
-        answerable, unanswerable = among & (kind == 1), among & (kind == 0)
+    def natural_policy(cut):
+        answerable, unanswerable = natural & (kind == 1), natural & (kind == 0)
         ans = chance >= cut
         return {"answerable_right": round(float((ans & answerable & (y == 1)).sum()
                                                 / answerable.sum()), 3),
@@ -288,7 +286,6 @@ def calibrate(args) -> None:
            "by_answerability": {"threshold": round(threshold, 4),
                                 **policy(chance, threshold)},
            "support_margin": support_margin,
-           "rank_weight": {"chosen": rank_weight, "table": rank_table},
            "right_spans_supported_by_sentence": round(
                sum(m >= support_margin for m in sentence) / max(1, len(sentence)), 3),
            "read_ms_per_question_top5": round(1000 * t_read / held, 1),
@@ -302,8 +299,6 @@ def calibrate(args) -> None:
             "best_span_right": int(right.sum()), "natural_wrong": args.natural_wrong,
             "auc_right_span_cv": round(auc(chance[right], chance[natural & ~right]), 3),
             "at_threshold": natural_policy(threshold),
-            "by_set": {folder.name: natural_policy(threshold, which == i + 1)
-                       for i, folder in enumerate(sets)},
             "table": {str(t): natural_policy(t) for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}}
     print(json.dumps(res, indent=2))
     if args.quick:
@@ -311,7 +306,6 @@ def calibrate(args) -> None:
     # beside its adapter: rag/weights/reader.json for the shipped one
     weights.with_suffix(".json").write_text(json.dumps({
             "answer_margin": answer_margin, "support_margin": support_margin,
-            "rank_weight": rank_weight,
             "answerability": {**model, "threshold": round(threshold, 4)},
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
             indent=2) + "\n")
@@ -324,9 +318,8 @@ def calibrate(args) -> None:
 def _squad_rows(weights: Path, quick: int) -> dict:
     """The held-out even questions (index % 20 == 0) read by the reader in `weights`: each over
     the five passages rag retrieves for it and over the first five retrieved passages that hold
-    none of its answers; the best span chosen with each of RANK_WEIGHTS (rows by weight).
-    Cached in bench/work/reader/ by the weights' checksum: reading them takes a quarter of an
-    hour."""
+    none of its answers. Cached in bench/work/reader/ by the weights' checksum: reading them
+    takes a quarter of an hour."""
     from bench.squad import WORK as SQUAD_WORK
     from bench.squad import prepare
     from rag.evaluate import token_f1
@@ -339,8 +332,7 @@ def _squad_rows(weights: Path, quick: int) -> dict:
     cache = WORK / f"calibration-squad-{digest[:16]}-{quick}.json"
     if cache.exists():
         got = json.loads(cache.read_text())
-        if got.get("features") == list(FEATURES) and \
-                got.get("rank_weights") == list(RANK_WEIGHTS):
+        if got.get("features") == list(FEATURES):
             return got
     texts, questions = squad()
     held = [q for q in questions if q["index"] % 2 == 0 and q["index"] % 20 == 0]
@@ -351,41 +343,34 @@ def _squad_rows(weights: Path, quick: int) -> dict:
     store, embedder = open_store(settings)
     retriever = Retriever(store, embedder, "hybrid")
     reader = Reader(embedder.minilm(), weights)
-    out: dict = {"features": list(FEATURES), "rank_weights": list(RANK_WEIGHTS),
-                 "questions": len(held), "gold_f1": [], "read_s": 0.0,
-                 "by_rank_weight": {str(w): {"rows": [], "labels": [], "kinds": [],
-                                             "f1_top5": [], "sentence": []}
-                                    for w in RANK_WEIGHTS}}
+    out: dict = {"features": list(FEATURES), "questions": len(held), "rows": [], "labels": [],
+                 "kinds": [], "gold_f1": [], "f1_top5": [], "sentence": [], "read_s": 0.0}
     for n, q in enumerate(held, 1):
         if n % 50 == 0:
             print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
         gold = tuple(q["answers"])
         folded = [fold(a) for a in gold]
         hits = retriever.search(q["question"], 12)
-        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
         t0 = time.perf_counter()
-        spans = reader.read(q["question"], [h.chunk.text for h in hits[:5]])
+        got = read_passages(reader, q["question"], hits[:5])
         out["read_s"] += time.perf_counter() - t0
-        wrong = reader.read(q["question"], [h.chunk.text for h in negs]) if negs else None
-        for w in RANK_WEIGHTS:
-            rows = out["by_rank_weight"][str(w)]
-            got = read_passages(reader, q["question"], hits[:5], w, spans)
-            best, support = got.best, got.support
-            text = hits[best.passage].chunk.text
-            f1 = token_f1(text[best.start:best.end], gold)
-            rows["f1_top5"].append(f1)
-            rows["rows"].append([got.features[f] for f in FEATURES])
-            rows["labels"].append(float(f1 >= 0.5))
-            rows["kinds"].append(1)  # asked over its retrieved passages; 0: over wrong ones
-            if f1 >= 0.5:
-                rows["sentence"].append(-99.0 if support is None else support)
-            if negs:
-                got = read_passages(reader, q["question"], negs, w, wrong)
-                rows["rows"].append([got.features[f] for f in FEATURES])
-                rows["labels"].append(0.0)
-                rows["kinds"].append(0)
+        best, support = got.best, got.support
+        text = hits[best.passage].chunk.text
+        f1 = token_f1(text[best.start:best.end], gold)
+        out["f1_top5"].append(f1)
+        out["rows"].append([got.features[f] for f in FEATURES])
+        out["labels"].append(float(f1 >= 0.5))
+        out["kinds"].append(1)  # asked over its retrieved passages; 0: over wrong ones
+        if f1 >= 0.5:
+            out["sentence"].append(-99.0 if support is None else support)
         g = reader.read(q["question"], [texts[q["doc"]]])[0]
         out["gold_f1"].append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
+        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
+        if negs:
+            out["rows"].append([read_passages(reader, q["question"], negs).features[f]
+                                for f in FEATURES])
+            out["labels"].append(0.0)
+            out["kinds"].append(0)
     store.close()
     WORK.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out))
@@ -397,7 +382,7 @@ def _natural_rows(weights: Path, folder: Path) -> dict:
     bench/work/<folder name>/docs) read as `rag ask` reads it: each question over the passages
     rag retrieves for it. Requests, yes/no questions and follow-ups are left out (they are not
     answered by a span). Label: the best span holds an accepted answer; kind: 1 answerable,
-    0 not. One reading for each of RANK_WEIGHTS, by its weight."""
+    0 not."""
     from rag.answer import Answerer
     from rag.display import fit_question
     from rag.evaluate import contains_answer
@@ -413,74 +398,23 @@ def _natural_rows(weights: Path, folder: Path) -> dict:
     ingest([str(work / "docs")], settings)
     answerer = Answerer(settings)
     reader = Reader(load_base(resolve_embedding(READER_BASE, settings).path), weights)
-    out: dict = {str(w): {"rows": [], "labels": [], "kinds": []} for w in RANK_WEIGHTS}
+    out: dict = {"rows": [], "labels": [], "kinds": []}
     for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines():
         item = json.loads(line) if line.strip() else None
         if item is None or item["kind"] in ("instruction", "yesno") or item.get("follows"):
             continue
         question = fit_question(item["question"].strip())
         hits = answerer.retrieve(question)
-        spans = reader.read(question, [h.chunk.text for h in hits])
-        for w in RANK_WEIGHTS:
-            got = read_passages(reader, question, hits, w, spans)
-            if got is None:
-                continue
-            span = hits[got.best.passage].chunk.text[got.best.start:got.best.end]
-            rows = out[str(w)]
-            rows["rows"].append([got.features[f] for f in FEATURES])
-            rows["labels"].append(float(not item["unanswerable"]
-                                        and contains_answer(span, tuple(item["answers"]))))
-            rows["kinds"].append(0 if item["unanswerable"] else 1)
+        got = read_passages(reader, question, hits)
+        if got is None:
+            continue
+        span = hits[got.best.passage].chunk.text[got.best.start:got.best.end]
+        out["rows"].append([got.features[f] for f in FEATURES])
+        out["labels"].append(float(not item["unanswerable"]
+                                   and contains_answer(span, tuple(item["answers"]))))
+        out["kinds"].append(0 if item["unanswerable"] else 1)
     answerer.close()
     return out
-
-
-def _fit_at(args, squad_all: dict, nat_all: list[dict], rank_weight: float) -> dict:
-    """The answerability model fitted on the readings made with `rank_weight`, its
-    cross-validated chances and threshold, and what they give on the held-out questions: SQuAD's
-    F1 with abstention, the natural sets' answerable questions answered right and wrongly (a
-    score: half SQuAD's F1 over 100, half right less twice wrong, for a wrong answer with its
-    citation costs more than an abstention)."""
-    import numpy as np
-
-    rows = squad_all["by_rank_weight"][str(rank_weight)]
-    x, y, kind = (np.array(rows[k]) for k in ("rows", "labels", "kinds"))
-    which = np.zeros(len(y), dtype=int)  # 0: SQuAD; i: the i-th natural set
-    for i, nat in enumerate(nat_all, 1):
-        got = nat[str(rank_weight)]
-        x = np.concatenate([x, np.array(got["rows"])])
-        y = np.concatenate([y, np.array(got["labels"])])
-        kind = np.concatenate([kind, np.array(got["kinds"])])
-        which = np.concatenate([which, np.full(len(got["labels"]), i)])
-    natural = which > 0
-    squad = ~natural
-    # SQuAD and the natural sets each weigh half in the fit, however many rows they have
-    weight = np.where(natural, 1 / max(1, natural.sum()), 1 / squad.sum())
-    model, chance = _fit_answerability(x, y, args.seed, weight)
-    # chance: held-out-fold chances, what the threshold and the tables read
-    threshold = _threshold(chance[squad & (kind == 0)], args.wrong_rate)
-    if natural.any() and args.natural_bars:
-        wrong = chance[natural & (kind == 1) & (y == 0)]  # answerable, its best span wrong
-        allowed = args.natural_wrong * (natural & (kind == 1)).sum()  # of all answerable
-        threshold = max(threshold,
-                        _threshold(chance[natural & (kind == 0)], args.wrong_rate),
-                        _threshold(wrong, allowed / max(1, len(wrong))))
-    answered = chance >= threshold
-    f1 = np.array(rows["f1_top5"])
-    squad_f1 = float((f1 * answered[squad & (kind == 1)]).mean())
-    summary = {"squad_F1_with_abstention": round(100 * squad_f1, 2),
-               "squad_F1_always_answering": round(100 * float(f1.mean()), 2)}
-    score = squad_f1
-    if natural.any():
-        answerable = natural & (kind == 1)
-        right = float((answered & answerable & (y == 1)).sum() / answerable.sum())
-        wrong_rate = float((answered & answerable & (y == 0)).sum() / answerable.sum())
-        summary.update(natural_right=round(right, 3), natural_wrong=round(wrong_rate, 3),
-                       natural_best_span_right=round(float(y[answerable].mean()), 3))
-        score = (squad_f1 + right - 2 * wrong_rate) / 2
-    summary["score"] = round(score, 4)
-    return {"x": x, "y": y, "kind": kind, "natural": natural, "which": which, "model": model,
-            "chance": chance, "threshold": threshold, "summary": summary}
 
 
 def _fit_answerability(x, y, seed: int, weight=None, folds: int = 5):
@@ -582,17 +516,13 @@ def main() -> None:
     p.add_argument("what", nargs="?", choices=["train", "calibrate"], default="train")
     p.add_argument("--wrong-rate", type=float, default=0.10)
     p.add_argument("--keep", type=float, default=0.90)
-    p.add_argument("--natural", default=",".join(str(ROOT / "bench" / name) for name in
-                                                  ("calibration", "calibration_kernel")),
-                   help="natural-question sets to calibrate on too, by comma ('' for SQuAD "
-                        "alone)")
+    p.add_argument("--natural", default=str(ROOT / "bench" / "calibration"),
+                   help="a natural-question set to calibrate on too ('' for SQuAD alone)")
     p.add_argument("--natural-bars", action="store_true",
                    help="the threshold also holds the natural set's bars (--wrong-rate of its "
                         "unanswerable questions answered, --natural-wrong of its answerable "
                         "ones answered wrongly)")
     p.add_argument("--natural-wrong", type=float, default=0.05)
-    p.add_argument("--rank-weight", type=float, choices=RANK_WEIGHTS, default=None,
-                   help="choose spans with this rank weight instead of the best one found")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)

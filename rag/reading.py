@@ -4,13 +4,11 @@ rag.answer.Answerer hands each question here: the learned reader (rag.reader) sc
 of every retrieved passage against the passage's "no answer here" score, and a logistic model
 over that reading (`Answerability`, fitted by `make train` on held-out even SQuAD questions
 asked over the passages retrieved for them and over passages that do not hold their answer, and
-on two sets of questions as people type them over other documents, bench/calibration/ and
-bench/calibration_kernel/) gives the chance that the best span answers. The best span is the one
-whose margin, less a calibrated weight times its passage's rank in retrieval's order, is
-highest. Below its calibrated threshold rag abstains and says so. The support check reads the
-question against the cited sentence alone: the span is printed only when, there too, it beats
-"no answer" by the calibrated support margin; otherwise the sentence is quoted, and the JSON
-says so and why. Numbers: docs/answering.md.
+on a set of questions as people type them over other documents, bench/calibration/) gives the
+chance that the best span answers. Below its calibrated threshold rag abstains and
+says so. The support check reads the question against the cited sentence alone: the span is
+printed only when, there too, it beats "no answer" by the calibrated support margin; otherwise
+the sentence is quoted, and the JSON says so and why. Numbers: docs/answering.md.
 
 Instructions ("Summarize ...", "Tell me about ...", "What do the sources disagree on?") are not
 questions: they are answered by the briefing machinery (rag.brief) on
@@ -108,7 +106,7 @@ class Answerability:
     """A logistic model over FEATURES: the chance that the reader's best span answers the
     question, fitted by `make train` on held-out even SQuAD questions asked over the passages
     rag retrieves for them and over passages that do not hold their answer, and on the natural
-    calibration sets (bench/calibration/, bench/calibration_kernel/)."""
+    calibration set (bench/calibration/)."""
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     weights: tuple[float, ...]
@@ -160,16 +158,11 @@ class Reading:
     features: dict[str, float]
 
 
-def read_passages(reader: Reader, question: str, hits: list[Hit], rank_weight: float = 0.0,
-                  spans: list[list[Span]] | None = None) -> Reading | None:
-    """The reader over `hits` (or its `spans` already read there), as the answer path and its
-    calibration (`make train`) both read them; None when no passage has a span. The best span
-    is the one whose margin less `rank_weight` times its passage's rank (0 the first retrieved)
-    is highest: retrieval's order is evidence too (Calibration.rank_weight)."""
-    if spans is None:
-        spans = reader.read(question, [h.chunk.text for h in hits])
-    best = max((s for per in spans for s in per),
-               key=lambda s: s.margin - rank_weight * s.passage, default=None)
+def read_passages(reader: Reader, question: str, hits: list[Hit]) -> Reading | None:
+    """The reader over `hits`, as the answer path and its calibration (`make train`) both read
+    them; None when no passage has a span."""
+    spans = reader.read(question, [h.chunk.text for h in hits])
+    best = max((s for per in spans for s in per), key=lambda s: s.margin, default=None)
     if best is None:
         return None
     text = hits[best.passage].chunk.text
@@ -193,7 +186,6 @@ class Calibration:
     answer_margin: float  # with no answerability model: some span must beat "no answer" by it
     support_margin: float  # the span, read in its sentence alone, to be printed as the answer
     answerability: Answerability | None = None
-    rank_weight: float = 0.0  # margin points a span loses for each place down retrieval's order
 
     @classmethod
     def load(cls, path: Path = CALIBRATION) -> Calibration:
@@ -201,8 +193,7 @@ class Calibration:
             data = json.loads(path.read_text(encoding="utf-8"))
             model = data.get("answerability")
             return cls(float(data["answer_margin"]), float(data["support_margin"]),
-                       Answerability.from_json(model) if model else None,
-                       float(data.get("rank_weight", 0.0)))
+                       Answerability.from_json(model) if model else None)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RagError(f"{path}: the reader's calibration is unreadable ({e}); "
                            "`make train` writes it") from e
@@ -228,7 +219,7 @@ class ReaderPath:
 
     def answer(self, question: str, hits: list[Hit], t0: float, t1: float) -> Answer:
         cal = self.calibration
-        reading = read_passages(self.reader, question, hits, cal.rank_weight)
+        reading = read_passages(self.reader, question, hits)
         if reading is None:
             return abstention(question, hits, Verification(
                 reason="no retrieved passage answers it"), t0, t1)

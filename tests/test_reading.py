@@ -185,26 +185,6 @@ def test_a_calibration_for_other_features_is_refused_by_name(tmp_path):
         Calibration.load(bad)
 
 
-def test_retrievals_order_weighs_in_the_choice_of_span(answerer):
-    """The span is chosen by its margin less the calibrated weight times its passage's rank:
-    with no weight the best margin wins wherever it lies; with a great one the first
-    passage's best span does."""
-    from rag.reading import Calibration, read_passages
-    from rag.types import Chunk, Hit
-
-    texts = ["The museum opened in 1931 and was rebuilt after a fire.",
-             "Repairs to the bridge will take six weeks, the city engineer said on Tuesday."]
-    hits = [Hit(rank=i + 1, chunk=Chunk(f"c{i}", f"doc{i}.txt", 0, len(t), t, len(t.split())),
-                score=1.0) for i, t in enumerate(texts)]
-    reader = answerer.reading.reader
-    question = "How long will the repairs take?"
-    by_margin = read_passages(reader, question, hits)
-    assert by_margin.best.passage == 1
-    assert texts[1][by_margin.best.start:by_margin.best.end] == "six weeks"
-    assert read_passages(reader, question, hits, rank_weight=1000.0).best.passage == 0
-    assert Calibration.load().rank_weight >= 0.0
-
-
 def test_the_answerable_chance_rises_with_the_readers_margin():
     from rag.reading import FEATURES, Calibration
 
