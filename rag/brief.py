@@ -93,10 +93,13 @@ class _Cluster:
 # -- map: documents -> candidate sentences ----------------------------------------------------
 
 _LOWER_START = re.compile(r"(?<=[a-z]{3}[.!?])\s+(?=[a-z])")  # "assistance. in November"
+_BULLET = re.compile(r"[-*•‣–]\s+")
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
-    """split_sentences, also cutting where a sentence plainly ends before a lower-case word."""
+    """split_sentences, also cutting where a sentence plainly ends before a lower-case word; a
+    list item's sentence starts after its bullet ("- ", "* ", "• "), which a point's own "- "
+    would otherwise double."""
     spans = []
     for a, b in split_sentences(text):
         cursor = a
@@ -104,7 +107,8 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
             spans.append((cursor, m.start()))
             cursor = m.end()
         spans.append((cursor, b))
-    return spans
+    return [(a + len(m.group()) if (m := _BULLET.match(text, a, b)) else a, b)
+            for a, b in spans]
 
 
 def _usable(text: str) -> bool:

@@ -182,6 +182,14 @@ def test_a_heading_is_never_a_point():
     assert not brief._in_a_heading("No line ends here", 0, 5)
 
 
+def test_a_list_items_sentence_starts_after_its_bullet():
+    text = ("The rules are few.\n- Patches must be tested before they are sent.\n"
+            "* A fix goes to the stable tree after it is merged.\n• It must be small.")
+    quoted = [text[a:b] for a, b in brief._sentence_spans(text)]
+    assert quoted == ["The rules are few.", "Patches must be tested before they are sent.",
+                      "A fix goes to the stable tree after it is merged.", "It must be small."]
+
+
 def test_map_stays_within_its_budget(seed_settings, monkeypatch):
     """However large the corpus, a document brings at most SENTENCES_PER_DOC candidates read
     from at most CHUNKS_PER_DOC chunks, and the pool never exceeds POOL_LIMIT."""
