@@ -44,6 +44,8 @@ BRIEF_CONTEXT = 2
 # Auxiliary verbs that open a yes/no question ("Did Debian ...", "Is it ...").
 _YESNO = re.compile(r"^(?:is|are|was|were|do|does|did|has|have|had|can|could|will|would|"
                     r"should|shall|may|might|must)\b", re.I)
+# A question whose answer is a reason: the sentence that gives it, not a few words of it
+_WHY = re.compile(r"^why\b", re.I)
 # "the sources", "the two accounts": what a question about agreement asks about
 _SOURCES = (r"(?:the\s+)?(?:\w+\s+){0,2}(?:sources|documents|articles|reports|accounts|texts|"
             r"chronologies|outlets)")
@@ -249,6 +251,8 @@ class ReaderPath:
                           "answered from")
         elif _YESNO.match(question):
             why_quoted = "a yes/no question is answered by quoting the sentence"
+        elif _WHY.match(question):
+            why_quoted = "a why question is answered by the sentence that gives the reason"
         elif not supported:
             why_quoted = ("the cited sentence alone does not support the span as the answer: "
                           "the sentence is quoted instead")

@@ -56,6 +56,15 @@ def test_unseen_questions_are_answered_right_or_abstained(answerer):
     assert right >= 2  # not by abstaining on everything
 
 
+def test_a_why_question_is_answered_by_the_sentence_that_gives_the_reason(answerer):
+    a = answerer.ask("why is north korea sending troops to russia")
+    assert not a.abstained and a.method == "extractive"
+    assert "why question" in a.verification.why_quoted
+    assert a.answer == f"{a.citations[0].text} [1]"
+    assert a.verification.span in a.citations[0].text
+    _check_citations(a)
+
+
 def test_ask_never_loads_the_gguf_model(seed_settings):
     from rag.answer import Answerer
 
