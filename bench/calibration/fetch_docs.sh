@@ -36,18 +36,4 @@ howto-unicode      howto/unicode.html
 howto-logging      howto/logging.html
 "
 
-mkdir -p "$OUT"
-rm -f "$OUT"/*.txt
-
-echo "$PAGES" | while read -r stem page; do
-    [ -n "$stem" ] || continue
-    if [ ! -f "$SRC/$page" ]; then
-        echo "skip $page: not in $PKG" >&2
-        continue
-    fi
-    python3 "$ROOT/bench/natural/html_text.py" --sphinx "$SRC/$page" "$OUT/$stem.txt"
-done
-
-n=$(ls "$OUT"/*.txt | wc -l)
-bytes=$(cat "$OUT"/*.txt | wc -c)
-echo "wrote $n documents ($bytes bytes) to $OUT"
+echo "$PAGES" | python3 "$ROOT/bench/natural/html_text.py" --sphinx --pages "$SRC" "$OUT"

@@ -11,7 +11,7 @@
 # plain text, one file per page, by bench/natural/html_text.py (stdlib
 # html.parser only) with its Sphinx options. The Read the Docs theme's side
 # navigation, breadcrumbs and footer are not Sphinx-classic classes, so the
-# text is then cut to the article body: the lines after the breadcrumb's
+# text is cut to the article body (--rtd): the lines after the breadcrumb's
 # "View page source" and before the footer's "Previous Next".
 #
 # Output: bench/work/calibration_kernel/docs/*.txt (bench/work/ is git-ignored).
@@ -48,25 +48,4 @@ security-bugs                   admin-guide/security-bugs.html
 tainted-kernels                 admin-guide/tainted-kernels.html
 "
 
-mkdir -p "$OUT"
-rm -f "$OUT"/*.txt "$OUT"/*.full
-
-echo "$PAGES" | while read -r stem page; do
-    [ -n "$stem" ] || continue
-    if [ ! -f "$SRC/$page" ]; then
-        echo "skip $page: not in $PKG" >&2
-        continue
-    fi
-    python3 "$ROOT/bench/natural/html_text.py" --sphinx "$SRC/$page" "$OUT/$stem.full"
-    awk '/^Previous Next$/ {exit} body {print} /^-   View page source$/ {body = 1}' \
-        "$OUT/$stem.full" | sed '/./,$!d' > "$OUT/$stem.txt"
-    rm -f "$OUT/$stem.full"
-    if [ ! -s "$OUT/$stem.txt" ]; then
-        echo "empty article body in $page" >&2
-        exit 1
-    fi
-done
-
-n=$(ls "$OUT"/*.txt | wc -l)
-bytes=$(cat "$OUT"/*.txt | wc -c)
-echo "wrote $n documents ($bytes bytes) to $OUT"
+echo "$PAGES" | python3 "$ROOT/bench/natural/html_text.py" --sphinx --rtd --pages "$SRC" "$OUT"

@@ -2,14 +2,20 @@
 """Convert an HTML page to plain text with the standard library's html.parser.
 
 Used by bench/natural/fetch_docs.sh (DocBook HTML of "A Brief History of
-Debian") and bench/calibration/fetch_docs.sh (Sphinx HTML of the Python
-documentation). The defaults fit the DocBook pages; SPHINX holds the options
-for Sphinx pages.
+Debian"), bench/calibration/fetch_docs.sh (Sphinx HTML of the Python
+documentation) and bench/calibration_kernel/fetch_docs.sh (Sphinx HTML in the
+Read the Docs theme: the Linux kernel's documentation). The defaults fit the
+DocBook pages; SPHINX holds the options for Sphinx pages.
 
 As a module: ``convert(path, **options)`` returns (level, title, text)
 sections split at headings, and ``render(sections)`` joins them into text.
-As a command: ``python3 html_text.py [--sphinx] PAGE.html [OUT.txt]`` writes
-the whole page as text (to stdout when OUT.txt is not given).
+As a command: ``python3 html_text.py [--sphinx] [--rtd] PAGE.html [OUT.txt]``
+writes the whole page as text (to stdout when OUT.txt is not given);
+``python3 html_text.py [--sphinx] [--rtd] --pages SRC OUT`` reads "stem page"
+lines on stdin and writes each page under SRC as OUT/stem.txt (what the
+question sets' fetch_docs.sh run). ``--rtd`` keeps only the article of a Read
+the Docs themed page: the lines between its breadcrumb's "View page source"
+and its footer's "Previous Next".
 Stdlib only.
 """
 
@@ -177,16 +183,73 @@ def render(secs):
     return "\n\n".join(chunks).strip() + "\n"
 
 
+def article(text):
+    """A Read the Docs page's article: the lines after its breadcrumb's "View
+    page source" and before its footer's "Previous Next", leading blank lines
+    dropped."""
+    lines = text.split("\n")
+    start = lines.index("-   View page source") + 1 if "-   View page source" in lines \
+        else len(lines)
+    end = lines.index("Previous Next", start) if "Previous Next" in lines[start:] \
+        else len(lines)
+    body = lines[start:end]
+    while body and not body[0].strip():
+        body.pop(0)
+    return "".join(line + "\n" for line in body)
+
+
+def page_text(path, options, rtd):
+    text = render(convert(path, **options))
+    return article(text) if rtd else text
+
+
+def pages(src, out, options, rtd, listing):
+    """Each "stem page" line of listing: src/page as out/stem.txt (a page
+    missing from src is skipped with a note; an empty article is an error)."""
+    import os
+
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name.endswith(".txt"):
+            os.remove(os.path.join(out, name))
+    n = size = 0
+    for line in listing.splitlines():
+        if not line.strip():
+            continue
+        stem, page = line.split()
+        path = os.path.join(src, page)
+        if not os.path.isfile(path):
+            print(f"skip {page}: not in {src}", file=sys.stderr)
+            continue
+        text = page_text(path, options, rtd)
+        if not text.strip():
+            print(f"empty article body in {page}", file=sys.stderr)
+            return 1
+        with open(os.path.join(out, stem + ".txt"), "w", encoding="utf-8") as f:
+            f.write(text)
+        n += 1
+        size += len(text.encode("utf-8"))
+    print(f"wrote {n} documents ({size} bytes) to {out}")
+    return 0
+
+
 def main(argv):
     args = argv[1:]
-    options = {}
-    if args and args[0] == "--sphinx":
-        options = SPHINX
+    options, rtd = {}, False
+    while args and args[0] in ("--sphinx", "--rtd"):
+        if args[0] == "--sphinx":
+            options = SPHINX
+        else:
+            rtd = True
         args = args[1:]
+    if args and args[0] == "--pages" and len(args) == 3:
+        return pages(args[1], args[2], options, rtd, sys.stdin.read())
     if len(args) not in (1, 2):
-        print("usage: html_text.py [--sphinx] PAGE.html [OUT.txt]", file=sys.stderr)
+        print("usage: html_text.py [--sphinx] [--rtd] PAGE.html [OUT.txt]\n"
+              "       html_text.py [--sphinx] [--rtd] --pages SRC OUT < stem-page lines",
+              file=sys.stderr)
         return 2
-    text = render(convert(args[0], **options))
+    text = page_text(args[0], options, rtd)
     if len(args) == 2:
         with open(args[1], "w", encoding="utf-8") as f:
             f.write(text)
