@@ -93,13 +93,13 @@ class _Cluster:
 # -- map: documents -> candidate sentences ----------------------------------------------------
 
 _LOWER_START = re.compile(r"(?<=[a-z]{3}[.!?])\s+(?=[a-z])")  # "assistance. in November"
-_BULLET = re.compile(r"[-*•‣–]\s+")
+_BULLET = re.compile(r"[-*•‣–]\s+")  # a list item's mark: hyphen, asterisk, bullets, en dash
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
     """split_sentences, also cutting where a sentence plainly ends before a lower-case word; a
-    list item's sentence starts after its bullet ("- ", "* ", "• "), which a point's own "- "
-    would otherwise double."""
+    list item's sentence starts after its mark (_BULLET), which a point's own "- " would
+    otherwise double."""
     spans = []
     for a, b in split_sentences(text):
         cursor = a

@@ -21,6 +21,7 @@ Stdlib only.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from html.parser import HTMLParser
@@ -206,8 +207,6 @@ def page_text(path, options, rtd):
 def pages(src, out, options, rtd, listing):
     """Each "stem page" line of listing: src/page as out/stem.txt (a page
     missing from src is skipped with a note; an empty article is an error)."""
-    import os
-
     os.makedirs(out, exist_ok=True)
     for name in os.listdir(out):
         if name.endswith(".txt"):
@@ -244,7 +243,7 @@ def main(argv):
         args = args[1:]
     if args and args[0] == "--pages" and len(args) == 3:
         return pages(args[1], args[2], options, rtd, sys.stdin.read())
-    if len(args) not in (1, 2):
+    if len(args) not in (1, 2) or args[0] == "--pages":
         print("usage: html_text.py [--sphinx] [--rtd] PAGE.html [OUT.txt]\n"
               "       html_text.py [--sphinx] [--rtd] --pages SRC OUT < stem-page lines",
               file=sys.stderr)
