@@ -111,14 +111,134 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
     return out
 
 
+def retrieved_passages(questions, texts: dict, k: int) -> dict[int, list[str]]:
+    """For each question, the `k` passages rag's own retrieval ranks first for it, answer or
+    not (cached in bench/work/reader/retrieved-<k>.json: the retrieval is deterministic)."""
+    cache = WORK / f"retrieved-{k}.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        if all(str(q["index"]) in got for q in questions):
+            return {int(k): v for k, v in got.items()}
+    from bench.squad import WORK as SQUAD_WORK
+    from bench.squad import prepare
+    from rag.retrieve import Retriever
+    from rag.store import open_store
+
+    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
+    prepare(settings, sorted(texts.items()))
+    store, embedder = open_store(settings)
+    retriever = Retriever(store, embedder, "hybrid")
+    out = {q["index"]: [h.chunk.text for h in retriever.search(q["question"], k)]
+           for q in questions}
+    store.close()
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
+    return out
+
+
+def _occurrences(text: str, answers, starts=()) -> list[tuple[int, int]]:
+    """Character spans of `text` where one of `answers` stands (the given `starts` first, then
+    every other place it stands as whole words, case aside)."""
+    found = [(s, s + len(a)) for a, s in zip(answers, starts) if text[s:s + len(a)] == a]
+    low = text.lower()
+    for a in answers:
+        a = a.lower().strip()
+        at = low.find(a) if a else -1
+        while at >= 0:
+            whole = not (at > 0 and low[at - 1].isalnum()) and \
+                not (at + len(a) < len(low) and low[at + len(a)].isalnum())
+            if whole and (at, at + len(a)) not in found:
+                found.append((at, at + len(a)))
+            at = low.find(a, at + 1)
+    return found
+
+
+def _window(tokenizer, q_ids, text, spans, budget: int, rng: random.Random):
+    """A row of the question and a window of `text` (around one of `spans` when it holds any,
+    at random otherwise) and the (start, end) token pairs in the row of the spans it holds."""
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    offs, n = enc.offsets, len(enc.ids)
+    tokens = []
+    for a0, a1 in spans:
+        toks = [i for i, (s, e) in enumerate(offs) if e > a0 and s < a1]
+        if toks and toks[-1] - toks[0] < budget:
+            tokens.append((toks[0], toks[-1]))
+    if n <= budget:
+        lo = 0
+    elif tokens:
+        t0, t1 = rng.choice(tokens)
+        lo = rng.randint(max(0, t1 - budget + 1), min(t0, n - budget))
+    else:
+        lo = rng.randint(0, n - budget)
+    first = len(q_ids) + 2
+    golds = [(first + t0 - lo, first + t1 - lo) for t0, t1 in tokens
+             if t0 >= lo and t1 < lo + budget]
+    return _pair(q_ids, enc.ids[lo:lo + budget]), golds
+
+
+def grouped_examples(tokenizer, questions, texts, retrieved, max_len: int, per_group: int,
+                     rng: random.Random):
+    """For shared normalisation: a group a question, of windows of the passages retrieval
+    ranks first for it (the last swapped for its own paragraph when none holds an answer),
+    each a (row, golds) pair: golds are the (start, end) token pairs where an answer stands,
+    none when the window holds no answer. Passages are read as far as the encoder's tokenizer
+    reads them (256 tokens; rag's chunks are shorter): a question whose own paragraph holds its
+    answer further on is left out, as `examples` leaves it out."""
+    out = []
+    for q in questions:
+        q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
+        budget = max_len - len(q_ids) - 3
+        group = [_window(tokenizer, q_ids, text, _occurrences(text, q["answers"]), budget, rng)
+                 for text in retrieved.get(q["index"], [])[:per_group]]
+        if not any(golds for _, golds in group):
+            own = texts[q["doc"]]
+            got = _window(tokenizer, q_ids, own, _occurrences(own, q["answers"], q["starts"]),
+                          budget, rng)
+            if not got[1]:
+                continue
+            group = [*group[:per_group - 1], got]
+        out.append(group)
+    return out
+
+
+def shared_loss(s_logit, e_logit, group_rows, golds, firsts, lengths):
+    """Shared normalisation: each group's start (and end) logits over the passage tokens of all
+    its windows as one distribution; the loss is minus the log of the chance it gives the
+    places where an answer stands, a place counted once for each accepted answer that stands
+    there (SQuAD keeps up to three; where two share a start the loss can fall below zero)."""
+    import torch
+
+    losses = []
+    for rows in group_rows:
+        for logit, side in ((s_logit, 0), (e_logit, 1)):
+            parts, targets, base = [], [], 0
+            for r in rows:
+                parts.append(logit[r, firsts[r]:firsts[r] + lengths[r]])
+                targets += [base + g[side] - firsts[r] for g in golds[r]]
+                base += lengths[r]
+            scores = torch.log_softmax(torch.cat(parts).float(), 0)
+            losses.append(-torch.logsumexp(scores[torch.tensor(targets)], 0))
+    return torch.stack(losses).mean()
+
+
+def as_typed(question: str, rng: random.Random) -> str:
+    """A question as people type it into a terminal: in lower case without its question mark,
+    or (as often) only its search words ("year denver broncos win super bowl")."""
+    from rag.text import search_words
+
+    if rng.random() < 0.5:
+        return question.strip().rstrip("?").strip().lower()
+    return " ".join(search_words(question)) or question
+
+
 def _pair(q_ids: list[int], ctx_ids: list[int]) -> list[int]:
     CLS, SEP = 101, 102
     return [CLS, *q_ids, SEP, *ctx_ids, SEP]
 
 
-def batches(items, size: int, rng: random.Random):
-    """Batches of like lengths (little padding), in random order."""
-    order = sorted(range(len(items)), key=lambda i: (len(items[i][0]), rng.random()))
+def batches(lengths: list[int], size: int, rng: random.Random):
+    """Batches of indices into `lengths`, of like lengths (little padding), in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
     groups = [order[s:s + size] for s in range(0, len(order), size)]
     rng.shuffle(groups)
     return groups
@@ -139,50 +259,78 @@ def train(args) -> None:
     train_qs = [q for q in even if q["index"] % 20 != 0]
     if args.quick:
         train_qs = train_qs[:args.quick]
+    if args.typed:  # some questions as people type them: lower case, or its words alone
+        typing = random.Random(args.seed + 1)
+        train_qs = [{**q, "question": as_typed(q["question"], typing)}
+                    if typing.random() < args.typed else q for q in train_qs]
     settings = Settings.from_env()
     base = load_base(resolve_embedding(READER_BASE, settings).path)
-    negatives = retrieved_negatives(even, texts, args.negatives)
-    items = examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)
-    n_pos = sum(1 for _, s, _ in items if s > 0)
-    print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer)",
-          file=sys.stderr)
+    if args.shared:  # a group of windows a question, its logits normalised across them
+        retrieved = retrieved_passages(even, texts, args.shared)
+        groups = grouped_examples(base.tokenizer, train_qs, texts, retrieved, args.max_len,
+                                  args.shared, rng)
+    else:  # each window on its own
+        negatives = retrieved_negatives(even, texts, args.negatives)
+        groups = [[(row, [(s, e)] if s > 0 else [])] for row, s, e in
+                  examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)]
+    items = [w for g in groups for w in g]
+    n_pos = sum(1 for _, golds in items if golds)
+    print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer) in "
+          f"{len(groups)} groups", file=sys.stderr)
     model = ReaderModel(base, rank=args.rank, train=True)
     if args.init:  # go on from a trained adapter (a second stage, with its own seed and rate)
         model.load(load_adapter(Path(args.init)))
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {sum(p.numel() for p in params):,}", file=sys.stderr)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    steps = args.epochs * math.ceil(len(items) / args.batch)
+    per_batch = max(1, args.batch // max(1, args.shared))  # groups a batch
+    steps = args.epochs * math.ceil(len(groups) / per_batch)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / max(1, steps - warm)))
-    t_start, step = time.perf_counter(), 0
+    t_start, step, seen = time.perf_counter(), 0, 0
+    lengths = [max(len(row) for row, _ in g) for g in groups]
     for epoch in range(args.epochs):
-        for group in batches(items, args.batch, rng):
-            ids, mask = _pad([items[i][0] for i in group])
-            start = torch.tensor([items[i][1] for i in group])
-            end = torch.tensor([items[i][2] for i in group])
+        for batch in batches(lengths, per_batch, rng):
+            rows, golds, group_rows = [], [], []
+            for i in batch:
+                group_rows.append(list(range(len(rows), len(rows) + len(groups[i]))))
+                for row, g in groups[i]:
+                    rows.append(row)
+                    golds.append(g)
+            ids, mask = _pad(rows)
+            start = torch.tensor([g[0][0] if g else 0 for g in golds])
+            end = torch.tensor([g[0][1] if g else 0 for g in golds])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 s_logit, e_logit = model(ids, mask)
             loss = (torch.nn.functional.cross_entropy(s_logit.float(), start)
                     + torch.nn.functional.cross_entropy(e_logit.float(), end)) / 2
+            if args.shared:
+                firsts = [row.index(102) + 1 for row in rows]  # after the question's [SEP]
+                spans = [len(row) - f - 1 for row, f in zip(rows, firsts)]
+                answered = [r for r in group_rows if any(golds[i] for i in r)]
+                if answered:
+                    loss = loss + args.shared_weight * shared_loss(
+                        s_logit, e_logit, answered, golds, firsts, spans) / 2
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
+            seen += len(rows)
             if step % 25 == 0 or step == steps:
                 el = time.perf_counter() - t_start
                 print(f"epoch {epoch} step {step}/{steps} loss {loss.item():.3f} "
-                      f"{el / 60:.1f} min, {step * args.batch / el:.1f} ex/s", file=sys.stderr,
+                      f"{el / 60:.1f} min, {seen / el:.1f} ex/s", file=sys.stderr,
                       flush=True)
         # each epoch's adapter is written as it ends: a stopped run leaves a usable one
         out.parent.mkdir(parents=True, exist_ok=True)
         save_adapter(model, out, {"rank": args.rank, "seed": args.seed,
                                   "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
                                   "batch": args.batch, "questions": len(train_qs),
-                                  "examples": len(items), "init": args.init})
+                                  "examples": len(items), "init": args.init,
+                                  "shared": args.shared, "typed": args.typed})
     train_s = time.perf_counter() - t_start
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
@@ -195,7 +343,8 @@ def train(args) -> None:
         "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
         "bf16": args.bf16, "sha256": digest,
         **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
-                                         "negatives", "init")}}
+                                         "negatives", "init", "shared", "shared_weight",
+                                         "typed")}}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -228,8 +377,11 @@ def calibrate(args) -> None:
     x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
     gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
     natural = np.zeros(len(y), dtype=bool)
-    if args.natural:
-        nat = _natural_rows(weights, Path(args.natural))
+    source = np.full(len(y), "squad", dtype=object)
+    for folder in filter(None, args.natural.split(",")):
+        nat = _natural_rows(weights, Path(folder))
+        source = np.concatenate([source, np.full(len(nat["labels"]), Path(folder).name,
+                                                 dtype=object)])
         x = np.concatenate([x, np.array(nat["rows"])])
         y = np.concatenate([y, np.array(nat["labels"])])
         kind = np.concatenate([kind, np.array(nat["kinds"])])
@@ -265,8 +417,8 @@ def calibrate(args) -> None:
                 "answered_right_of_answered": round(
                     float((pos_f1[ans] >= 0.5).mean()) if ans.any() else 0.0, 3)}
 
-    def natural_policy(cut):
-        answerable, unanswerable = natural & (kind == 1), natural & (kind == 0)
+    def natural_policy(cut, within=natural):
+        answerable, unanswerable = within & (kind == 1), within & (kind == 0)
         ans = chance >= cut
         return {"answerable_right": round(float((ans & answerable & (y == 1)).sum()
                                                 / answerable.sum()), 3),
@@ -299,6 +451,8 @@ def calibrate(args) -> None:
             "best_span_right": int(right.sum()), "natural_wrong": args.natural_wrong,
             "auc_right_span_cv": round(auc(chance[right], chance[natural & ~right]), 3),
             "at_threshold": natural_policy(threshold),
+            "by_set": {name: natural_policy(threshold, source == name)
+                       for name in dict.fromkeys(source[natural])},
             "table": {str(t): natural_policy(t) for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}}
     print(json.dumps(res, indent=2))
     if args.quick:
@@ -517,7 +671,8 @@ def main() -> None:
     p.add_argument("--wrong-rate", type=float, default=0.10)
     p.add_argument("--keep", type=float, default=0.90)
     p.add_argument("--natural", default=str(ROOT / "bench" / "calibration"),
-                   help="a natural-question set to calibrate on too ('' for SQuAD alone)")
+                   help="natural-question sets to calibrate on too, their folders "
+                        "separated by commas ('' for SQuAD alone)")
     p.add_argument("--natural-bars", action="store_true",
                    help="the threshold also holds the natural set's bars (--wrong-rate of its "
                         "unanswerable questions answered, --natural-wrong of its answerable "
@@ -529,6 +684,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-len", type=int, default=192)
     p.add_argument("--negatives", type=int, default=1, help="retrieved negatives a question")
+    p.add_argument("--shared", type=int, default=0,
+                   help="train on groups of this many retrieved passages a question, their "
+                        "logits normalised across the group (0: each window on its own)")
+    p.add_argument("--shared-weight", type=float, default=1.0)
+    p.add_argument("--typed", type=float, default=0.0,
+                   help="the fraction of training questions rewritten as people type them")
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (where native)")

@@ -107,3 +107,48 @@ def test_missing_weights_are_one_clear_error(base, tmp_path):
 
     with pytest.raises(RagError, match="make train"):
         Reader(base, tmp_path / "nothing.safetensors")
+
+
+def test_answers_are_found_as_whole_words_in_training_passages():
+    from bench.train_reader import _occurrences
+
+    text = "Gold medals, not golden ones: gold was what Gold Coast runners wanted."
+    spans = _occurrences(text, ["gold"])
+    assert [text[a:b] for a, b in spans] == ["Gold", "gold", "Gold"]
+    # the place the annotator marked comes first, then the others
+    assert _occurrences(text, ["gold"], [30])[0] == (30, 34)
+
+
+def test_a_training_window_marks_where_the_answer_stands(base):
+    import random
+
+    from bench.train_reader import _occurrences, _window
+
+    tok = base.tokenizer
+    q_ids = tok.encode("When did the museum reopen?", add_special_tokens=False).ids
+    text = " ".join(f"Line {i} is about the weather." for i in range(25)) + \
+        " The museum reopened in March 2021. It was in March 2021 that crowds came back."
+    row, golds = _window(tok, q_ids, text, _occurrences(text, ["March 2021"]), 100,
+                         random.Random(0))
+    assert row[0] == CLS and row[len(q_ids) + 1] == SEP and len(row) == len(q_ids) + 103
+    assert golds and all(tok.decode(row[s:e + 1]) == "march 2021" for s, e in golds)
+    # a window of a passage without the answer marks nothing
+    _, none = _window(tok, q_ids, text, _occurrences(text, ["April"]), 100, random.Random(0))
+    assert none == []
+
+
+def test_shared_normalisation_rewards_the_answer_over_every_window_of_the_group():
+    import torch
+
+    from bench.train_reader import shared_loss
+
+    # two windows of one group, five tokens each after a two-token question part
+    start = torch.zeros(2, 8)
+    end = torch.zeros(2, 8)
+    golds = [[(4, 5)], []]
+    before = shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5])
+    assert before.item() == pytest.approx(np.log(10))  # ten places, all alike
+    start[0, 4] = end[0, 5] = 3.0  # the answer's place scores higher
+    assert shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5]) < before
+    start[1, 3] = end[1, 3] = 6.0  # a place in the window without it scores higher still
+    assert shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5]) > before
