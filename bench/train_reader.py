@@ -47,7 +47,18 @@ def squad():
 def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, list[str]]:
     """For each question, passages rag's own retrieval ranks high that hold none of its answers
     (cached in bench/work/reader/negatives.json: the retrieval is deterministic)."""
-    cache = WORK / "negatives.json"
+    def negatives(retriever, q) -> list[str]:
+        folded = [fold(a) for a in q["answers"]]
+        return [h.chunk.text for h in retriever.search(q["question"], 8)
+                if not any(a in fold(h.chunk.text) for a in folded)][:per_question]
+
+    return _retrieved("negatives.json", questions, texts, negatives)
+
+
+def _retrieved(name: str, questions, texts: dict, passages) -> dict[int, list[str]]:
+    """`passages(retriever, question)` for each question, over rag's hybrid retrieval of SQuAD
+    dev, cached in bench/work/reader/`name` (the retrieval is deterministic)."""
+    cache = WORK / name
     if cache.exists():
         got = json.loads(cache.read_text())
         if all(str(q["index"]) in got for q in questions):
@@ -61,13 +72,7 @@ def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, 
     prepare(settings, sorted(texts.items()))
     store, embedder = open_store(settings)
     retriever = Retriever(store, embedder, "hybrid")
-    out: dict[int, list[str]] = {}
-    for q in questions:
-        hits = retriever.search(q["question"], 8)
-        folded = [fold(a) for a in q["answers"]]
-        negs = [h.chunk.text for h in hits
-                if not any(a in fold(h.chunk.text) for a in folded)]
-        out[q["index"]] = negs[:per_question]
+    out = {q["index"]: passages(retriever, q) for q in questions}
     store.close()
     WORK.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
@@ -113,27 +118,10 @@ def examples(tokenizer, questions, texts, negatives, max_len: int, rng: random.R
 
 def retrieved_passages(questions, texts: dict, k: int) -> dict[int, list[str]]:
     """For each question, the `k` passages rag's own retrieval ranks first for it, answer or
-    not (cached in bench/work/reader/retrieved-<k>.json: the retrieval is deterministic)."""
-    cache = WORK / f"retrieved-{k}.json"
-    if cache.exists():
-        got = json.loads(cache.read_text())
-        if all(str(q["index"]) in got for q in questions):
-            return {int(k): v for k, v in got.items()}
-    from bench.squad import WORK as SQUAD_WORK
-    from bench.squad import prepare
-    from rag.retrieve import Retriever
-    from rag.store import open_store
-
-    settings = Settings.from_env(index_dir=SQUAD_WORK / "index")
-    prepare(settings, sorted(texts.items()))
-    store, embedder = open_store(settings)
-    retriever = Retriever(store, embedder, "hybrid")
-    out = {q["index"]: [h.chunk.text for h in retriever.search(q["question"], k)]
-           for q in questions}
-    store.close()
-    WORK.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({str(k): v for k, v in out.items()}))
-    return out
+    not (cached in bench/work/reader/retrieved-<k>.json)."""
+    return _retrieved(f"retrieved-{k}.json", questions, texts,
+                      lambda retriever, q: [h.chunk.text for h in retriever.search(q["question"],
+                                                                                   k)])
 
 
 def _occurrences(text: str, answers, starts=()) -> list[tuple[int, int]]:
