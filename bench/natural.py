@@ -112,9 +112,45 @@ def summarise(rows: list[dict], seconds: float) -> dict:
                                     3),
         "unscored_yesno": sum(r["verdict"] == "unscored" for r in rows),
         "answerability_auc": answerability_auc(rows),
+        "right_at_wrong": right_at_wrong(rows),
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
         "seconds": round(seconds, 1),
     }
+
+
+def right_at_wrong(rows: list[dict], caps=(0.05, 0.10, 0.15, 0.20)) -> dict[str, dict]:
+    """The most of the answerable questions whose best span holds an accepted answer that any
+    threshold on the answerability chance answers while answering at most `cap` of them with a
+    span that does not (and how many unanswerable questions it answers there); requests and
+    yes/no questions left out. A reader's numbers apart from where its threshold sits: two
+    readers compare here at the same share of wrong answers."""
+    from rag.evaluate import contains_answer
+
+    scored, answerable = [], 0
+    for r in rows:
+        if r["kind"] in ("instruction", "yesno"):
+            continue
+        answerable += r["kind"] != "unanswerable"
+        chance = r["verification"].get("answerable_chance")
+        if chance is None:
+            continue
+        span = r["verification"].get("best_span") or ""
+        verdict = "unanswerable" if r["kind"] == "unanswerable" else \
+            "right" if contains_answer(span, tuple(r["gold"])) else "wrong"
+        scored.append((chance, verdict))
+    scored.sort(key=lambda item: -item[0])
+    best = {str(cap): {"right": 0.0, "wrong": 0.0, "unanswerable_answered": 0} for cap in caps}
+    seen = Counter()
+    for at, (chance, verdict) in enumerate(scored):
+        seen[verdict] += 1
+        if at + 1 < len(scored) and scored[at + 1][0] == chance:
+            continue  # a threshold answers every question of one chance, or none
+        for cap in caps:
+            if seen["wrong"] <= cap * answerable:
+                best[str(cap)] = {"right": round(seen["right"] / max(1, answerable), 3),
+                                  "wrong": round(seen["wrong"] / max(1, answerable), 3),
+                                  "unanswerable_answered": seen["unanswerable"]}
+    return best
 
 
 def answerability_auc(rows: list[dict]) -> float | None:
