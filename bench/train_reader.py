@@ -262,6 +262,9 @@ def train(args) -> None:
         groups = [[(row, [(s, e)] if s > 0 else [])] for row, s, e in
                   examples(base.tokenizer, train_qs, texts, negatives, args.max_len, rng)]
     items = [w for g in groups for w in g]
+    # the options a plain pass leaves off are recorded only when set: its file stays the same
+    variant = {k: getattr(args, k) for k in ("shared", "shared_weight", "typed")} \
+        if args.shared or args.typed else {}
     n_pos = sum(1 for _, golds in items if golds)
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer) in "
           f"{len(groups)} groups", file=sys.stderr)
@@ -317,8 +320,7 @@ def train(args) -> None:
         save_adapter(model, out, {"rank": args.rank, "seed": args.seed,
                                   "max_len": args.max_len, "epochs": epoch + 1, "lr": args.lr,
                                   "batch": args.batch, "questions": len(train_qs),
-                                  "examples": len(items), "init": args.init,
-                                  "shared": args.shared, "typed": args.typed})
+                                  "examples": len(items), "init": args.init, **variant})
     train_s = time.perf_counter() - t_start
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
@@ -331,8 +333,7 @@ def train(args) -> None:
         "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
         "bf16": args.bf16, "sha256": digest,
         **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
-                                         "negatives", "init", "shared", "shared_weight",
-                                         "typed")}}
+                                         "negatives", "init")}, **variant}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
