@@ -118,12 +118,11 @@ def summarise(rows: list[dict], seconds: float) -> dict:
     }
 
 
-def right_at_wrong(rows: list[dict], caps=(0.05, 0.10, 0.15, 0.20)) -> dict[str, dict]:
-    """The most of the answerable questions whose best span holds an accepted answer that any
-    threshold on the answerability chance answers while answering at most `cap` of them with a
-    span that does not (and how many unanswerable questions it answers there); requests and
-    yes/no questions left out. A reader's numbers apart from where its threshold sits: two
-    readers compare here at the same share of wrong answers."""
+def span_verdicts(rows: list[dict]) -> tuple[list[tuple[float, str]], int]:
+    """The questions a span answers (requests and yes/no questions left out) with an
+    answerability chance, each as (chance, verdict): "right" when its best span holds an
+    accepted answer, "wrong" when it does not, "unanswerable" for a question the documents do
+    not answer; and how many answerable questions there are, chance or not."""
     from rag.evaluate import contains_answer
 
     scored, answerable = [], 0
@@ -138,6 +137,16 @@ def right_at_wrong(rows: list[dict], caps=(0.05, 0.10, 0.15, 0.20)) -> dict[str,
         verdict = "unanswerable" if r["kind"] == "unanswerable" else \
             "right" if contains_answer(span, tuple(r["gold"])) else "wrong"
         scored.append((chance, verdict))
+    return scored, answerable
+
+
+def right_at_wrong(rows: list[dict], caps=(0.05, 0.10, 0.15, 0.20)) -> dict[str, dict]:
+    """The most of the answerable questions whose best span holds an accepted answer that any
+    threshold on the answerability chance answers while answering at most `cap` of them with a
+    span that does not (and how many unanswerable questions it answers there). A reader's
+    numbers apart from where its threshold sits: two readers compare here at the same share of
+    wrong answers."""
+    scored, answerable = span_verdicts(rows)
     scored.sort(key=lambda item: -item[0])
     best = {str(cap): {"right": 0.0, "wrong": 0.0, "unanswerable_answered": 0} for cap in caps}
     seen = Counter()
@@ -155,19 +164,13 @@ def right_at_wrong(rows: list[dict], caps=(0.05, 0.10, 0.15, 0.20)) -> dict[str,
 
 def answerability_auc(rows: list[dict]) -> float | None:
     """ROC AUC of the answerability chance: the questions whose best span holds an accepted
-    answer against those whose best span does not (unanswerable ones included); requests and
-    yes/no questions left out. How well the model carries to questions it was not fitted on."""
+    answer against those whose best span does not (unanswerable ones included). How well the
+    model carries to questions it was not fitted on."""
     from bench.train_reader import auc
-    from rag.evaluate import contains_answer
 
-    right, other = [], []
-    for r in rows:
-        chance = r["verification"].get("answerable_chance")
-        if chance is None or r["kind"] in ("instruction", "yesno"):
-            continue
-        span = r["verification"].get("best_span") or ""
-        holds = r["kind"] != "unanswerable" and contains_answer(span, tuple(r["gold"]))
-        (right if holds else other).append(chance)
+    scored, _ = span_verdicts(rows)
+    right = [chance for chance, verdict in scored if verdict == "right"]
+    other = [chance for chance, verdict in scored if verdict != "right"]
     if not right or not other:
         return None
     return round(auc(right, other), 3)

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from rag.config import Settings  # noqa: E402
+from rag.reader import CLS, SEP  # noqa: E402
 from rag.reading import fold  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
@@ -220,7 +221,6 @@ def as_typed(question: str, rng: random.Random) -> str:
 
 
 def _pair(q_ids: list[int], ctx_ids: list[int]) -> list[int]:
-    CLS, SEP = 101, 102
     return [CLS, *q_ids, SEP, *ctx_ids, SEP]
 
 
@@ -297,12 +297,12 @@ def train(args) -> None:
             loss = (torch.nn.functional.cross_entropy(s_logit.float(), start)
                     + torch.nn.functional.cross_entropy(e_logit.float(), end)) / 2
             if args.shared:
-                firsts = [row.index(102) + 1 for row in rows]  # after the question's [SEP]
-                spans = [len(row) - f - 1 for row, f in zip(rows, firsts)]
+                firsts = [row.index(SEP) + 1 for row in rows]  # after the question's [SEP]
+                passage_lengths = [len(row) - f - 1 for row, f in zip(rows, firsts)]
                 answered = [r for r in group_rows if any(golds[i] for i in r)]
                 if answered:
                     loss = loss + args.shared_weight * shared_loss(
-                        s_logit, e_logit, answered, golds, firsts, spans) / 2
+                        s_logit, e_logit, answered, golds, firsts, passage_lengths) / 2
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
