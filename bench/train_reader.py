@@ -166,17 +166,29 @@ def _window(tokenizer, q_ids, text, spans, budget: int, rng: random.Random):
 
 
 def grouped_examples(tokenizer, questions, texts, retrieved, max_len: int, per_group: int,
-                     rng: random.Random):
+                     rng: random.Random, unanswerable: float = 0.0):
     """For shared normalisation: a group a question, of windows of the passages retrieval
     ranks first for it (the last swapped for its own paragraph when none holds an answer),
     each a (row, golds) pair: golds are the (start, end) token pairs where an answer stands,
     none when the window holds no answer. Passages are read as far as the encoder's tokenizer
     reads them (256 tokens; rag's chunks are shorter): a question whose own paragraph holds its
-    answer further on is left out, as `examples` leaves it out."""
+    answer further on is left out, as `examples` leaves it out.
+
+    With `unanswerable`, that share of the questions (drawn by a generator of its own, so the
+    other groups stay as they were) is instead grouped with the first `per_group` retrieved
+    passages that hold none of its answers: a question the group cannot answer."""
     out = []
+    drawn = random.Random(len(questions))
     for q in questions:
         q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
         budget = max_len - len(q_ids) - 3
+        if unanswerable and drawn.random() < unanswerable:
+            folded = [fold(a) for a in q["answers"]]
+            wrong = [t for t in retrieved.get(q["index"], [])
+                     if not any(a in fold(t) for a in folded)][:per_group]
+            if wrong:
+                out.append([_window(tokenizer, q_ids, t, [], budget, rng) for t in wrong])
+                continue
         group = [_window(tokenizer, q_ids, text, _occurrences(text, q["answers"]), budget, rng)
                  for text in retrieved.get(q["index"], [])[:per_group]]
         if not any(golds for _, golds in group):
@@ -190,18 +202,29 @@ def grouped_examples(tokenizer, questions, texts, retrieved, max_len: int, per_g
     return out
 
 
-def shared_loss(s_logit, e_logit, group_rows, golds, firsts, lengths):
+def shared_loss(s_logit, e_logit, group_rows, golds, firsts, lengths, null: bool = False):
     """Shared normalisation: each group's start (and end) logits over the passage tokens of all
     its windows as one distribution; the loss is minus the log of the chance it gives the
     places where an answer stands, a place counted once for each accepted answer that stands
-    there (SQuAD keeps up to three; where two share a start the loss can fall below zero)."""
+    there (SQuAD keeps up to three; where two share a start the loss can fall below zero).
+
+    With `null`, each window's "no answer" place ([CLS]) is in the distribution too, and a
+    group that holds no answer has its target there: the reader learns one scale on which an
+    answer in any passage beats "no answer" in every passage, and "no answer" beats every span
+    of a group that holds none."""
     import torch
 
     losses = []
     for rows in group_rows:
+        answered = any(golds[r] for r in rows)
         for logit, side in ((s_logit, 0), (e_logit, 1)):
             parts, targets, base = [], [], 0
             for r in rows:
+                if null:
+                    parts.append(logit[r, :1])
+                    if not answered:
+                        targets.append(base)
+                    base += 1
                 parts.append(logit[r, firsts[r]:firsts[r] + lengths[r]])
                 targets += [base + g[side] - firsts[r] for g in golds[r]]
                 base += lengths[r]
@@ -254,9 +277,11 @@ def train(args) -> None:
     settings = Settings.from_env()
     base = load_base(resolve_embedding(READER_BASE, settings).path)
     if args.shared:  # a group of windows a question, its logits normalised across them
-        retrieved = retrieved_passages(even, texts, args.shared)
+        # unanswerable groups are read from further down retrieval's list
+        retrieved = retrieved_passages(even, texts, args.shared if not args.unanswerable
+                                       else 2 * args.shared)
         groups = grouped_examples(base.tokenizer, train_qs, texts, retrieved, args.max_len,
-                                  args.shared, rng)
+                                  args.shared, rng, args.unanswerable)
     else:  # each window on its own
         negatives = retrieved_negatives(even, texts, args.negatives)
         groups = [[(row, [(s, e)] if s > 0 else [])] for row, s, e in
@@ -265,6 +290,8 @@ def train(args) -> None:
     # the options a plain pass leaves off are recorded only when set: its file stays the same
     variant = {k: getattr(args, k) for k in ("shared", "shared_weight", "typed")} \
         if args.shared or args.typed else {}
+    if args.unanswerable:
+        variant["unanswerable"] = args.unanswerable
     n_pos = sum(1 for _, golds in items if golds)
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer) in "
           f"{len(groups)} groups", file=sys.stderr)
@@ -299,10 +326,12 @@ def train(args) -> None:
             if args.shared:
                 firsts = [row.index(SEP) + 1 for row in rows]  # after the question's [SEP]
                 passage_lengths = [len(row) - f - 1 for row, f in zip(rows, firsts)]
-                answered = [r for r in group_rows if any(golds[i] for i in r)]
-                if answered:
+                # with unanswerable groups, "no answer" is in each group's distribution
+                null = args.unanswerable > 0
+                targeted = [r for r in group_rows if null or any(golds[i] for i in r)]
+                if targeted:
                     loss = loss + args.shared_weight * shared_loss(
-                        s_logit, e_logit, answered, golds, firsts, passage_lengths) / 2
+                        s_logit, e_logit, targeted, golds, firsts, passage_lengths, null) / 2
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -677,6 +706,9 @@ def main() -> None:
                    help="train on groups of this many retrieved passages a question, their "
                         "logits normalised across the group (0: each window on its own)")
     p.add_argument("--shared-weight", type=float, default=1.0)
+    p.add_argument("--unanswerable", type=float, default=0.0,
+                   help="with --shared: this share of the questions grouped with retrieved "
+                        "passages that hold no answer, \"no answer\" in every group's scale")
     p.add_argument("--typed", type=float, default=0.0,
                    help="the fraction of training questions rewritten as people type them")
     p.add_argument("--seed", type=int, default=20)

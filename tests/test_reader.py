@@ -152,3 +152,42 @@ def test_shared_normalisation_rewards_the_answer_over_every_window_of_the_group(
     assert shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5]) < before
     start[1, 3] = end[1, 3] = 6.0  # a place in the window without it scores higher still
     assert shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5]) > before
+
+
+def test_with_no_answer_in_the_scale_a_group_without_one_is_taught_its_no_answer_places():
+    import torch
+
+    from bench.train_reader import shared_loss
+
+    start = torch.zeros(2, 8)
+    end = torch.zeros(2, 8)
+    unanswered = [[], []]
+    before = shared_loss(start, end, [[0, 1]], unanswered, [2, 2], [5, 5], null=True)
+    assert before.item() == pytest.approx(np.log(12 / 2))  # two [CLS] places of twelve
+    start[:, 0] = end[:, 0] = 3.0  # "no answer" scores higher in both windows
+    assert shared_loss(start, end, [[0, 1]], unanswered, [2, 2], [5, 5], null=True) < before
+    # a group with an answer: a window's [CLS] above the answer costs more than without it
+    golds = [[(4, 5)], []]
+    start, end = torch.zeros(2, 8), torch.zeros(2, 8)
+    start[1, 0] = end[1, 0] = 4.0
+    with_null = shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5], null=True)
+    assert with_null > shared_loss(start, end, [[0, 1]], golds, [2, 2], [5, 5])
+
+
+def test_an_unanswerable_group_holds_none_of_the_answers(base):
+    import random
+
+    from bench.train_reader import grouped_examples
+
+    tok = base.tokenizer
+    q = {"index": 0, "question": "When did the museum reopen?", "answers": ["March 2021"],
+         "starts": [23], "doc": "d"}
+    texts = {"d": "The museum reopened in March 2021."}
+    retrieved = {0: ["It reopened in March 2021 after a fire.", "The park opened in May.",
+                     "The weather was cold.", "March 2021 saw crowds."]}
+    answerable = grouped_examples(tok, [q], texts, retrieved, 64, 2, random.Random(0))
+    assert any(golds for _, golds in answerable[0])
+    unanswerable = grouped_examples(tok, [q], texts, retrieved, 64, 2, random.Random(0), 1.0)
+    assert len(unanswerable[0]) == 2 and not any(golds for _, golds in unanswerable[0])
+    assert [tok.decode(row[row.index(SEP) + 1:-1]) for row, _ in unanswerable[0]] == \
+        ["the park opened in may.", "the weather was cold."]
