@@ -59,6 +59,7 @@ _INSTRUCTION = re.compile(
     r"(?:summary|overview|briefing|recap|rundown)(?:\s+(?:of|on|about))?\s*(?P<topic2>.*)"
     r"|tell\s+me\s+(?:more\s+|everything\s+|all\s+)?(?:about|of)\s+(?P<topic3>.*)"
     r"|brief\s+me(?:\s+(?:on|about))?\s*(?P<topic4>.*)"
+    r"|(?:explain|describe)(?:\s+(?:to me|for me|briefly))?\s+(?P<topic7>.+)"
     r"|(?:what|where)\s+(?:do|does)\s+" + _SOURCES + r"\s+(?:disagree|differ|conflict)"
     + _ABOUT + r"(?P<topic5>.*)"
     r"|(?:do|does|did)\s+" + _SOURCES + r"\s+(?:agree|disagree|differ|conflict)"

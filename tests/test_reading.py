@@ -104,6 +104,8 @@ def test_the_margins_decide_between_span_quote_and_abstention(seed_settings):
      "the agreement between Russia and North Korea", False),
     ("Do the two accounts differ on the number of troops?", "the number of troops", True),
     ("What do the reports disagree on about the casualties?", "the casualties", True),
+    ("Explain the troop deployment", "the troop deployment", False),
+    ("describe to me the missile test", "the missile test", False),
 ])
 def test_instructions_are_recognised_with_their_topic(question, topic, conflicts_first):
     from rag.reading import instruction
@@ -121,6 +123,8 @@ def test_instructions_are_recognised_with_their_topic(question, topic, conflicts
     "who is the south korean president",
     "Do you agree with the decision?",
     "Does the article say when the test took place?",
+    "How did the report describe the troops?",
+    "explained",
 ])
 def test_questions_are_not_instructions(question):
     from rag.reading import instruction
