@@ -295,6 +295,9 @@ def train(args) -> None:
     n_pos = sum(1 for _, golds in items if golds)
     print(f"{len(train_qs)} questions -> {len(items)} examples ({n_pos} with the answer) in "
           f"{len(groups)} groups", file=sys.stderr)
+    # building a retrieval cache just now ran rag's embedder, which sets torch's threads to the
+    # cores it found free: the training runs on the threads asked for, cache or not
+    torch.set_num_threads(args.threads)
     model = ReaderModel(base, rank=args.rank, train=True)
     if args.init:  # go on from a trained adapter (a second stage, with its own seed and rate)
         model.load(load_adapter(Path(args.init)))
