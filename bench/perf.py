@@ -127,9 +127,10 @@ def machine() -> dict:
 
 
 def save(step: str, value: dict) -> None:
+    """Each step keeps the machine it was measured on: a step run again on another CPU kind
+    does not relabel the others."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = machine()
-    results[step] = value
+    results[step] = {**value, "machine": machine()}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     TABLE.write_text(markdown(results))
 
@@ -757,8 +758,14 @@ def markdown(r: dict) -> str:
         med, rng = fmt(s, unit, digits)
         rows.append((name, med, rng, target, {True: "yes", False: "**no**", None: "-"}[met]))
 
+    def measured_on(step, values):
+        m = values.get("machine", {})
+        rows.append((f"**{step}**, on {m.get('cpu')} ({m.get('cores')} cores, "
+                     f"{m.get('mem_gib')} GiB)", "", "", "", ""))
+
     ing = r.get("ingest")
     if ing:
+        measured_on("ingest", ing)
         add(f"ingest SQuAD ({ing['chunks']} chunks), `rag ingest` s", ing["rag_ingest_s"],
             f"≤ {min(PEER_INGEST_S.values()) / 2:.1f} s (half the best peer)",
             ing["rag_ingest_s"]["median"] <= min(PEER_INGEST_S.values()) / 2, " s", 1)
@@ -783,6 +790,7 @@ def markdown(r: dict) -> str:
             add(f"  chunks/s on 256 chunks, {name.replace('_', ' ')}", speed, "", None, "", 1)
     ret = r.get("retrieval")
     if ret:
+        measured_on("retrieval", ret)
         fs = ret.get("full_search_2k")
         if fs:
             add(f"full `Retriever.search` p50 at {fs['chunks']} chunks (embed + dense + "
@@ -833,6 +841,7 @@ def markdown(r: dict) -> str:
             add(f"index search p99 at {n:,}", row["p99_ms"], "", None, " ms", 3)
     gen = r.get("generation")
     if gen:
+        measured_on("generation", gen)
         add(f"prompt tokens/s, rag ({gen['threads']} threads)", gen["rag"]["prompt_tps"], "",
             None, "", 1)
         add("prompt tokens/s, raw llama-cpp-python", gen["raw"]["prompt_tps"], "", None, "", 1)
@@ -845,6 +854,7 @@ def markdown(r: dict) -> str:
             gen["ratio_decode"]["median"] >= 0.95, "×")
     st = r.get("startup")
     if st:
+        measured_on("startup", st)
         add("`rag --help` s", st["help_s"], "≤ 0.3 s", st["help_s"]["median"] <= 0.3, " s")
         add("`rag --help` CPU s (user + system)", st.get("help_cpu_s"), "", None, " s")
         add("cold `rag ask` on seeds s (separate processes)", st["cold_ask_s"], "≤ 8 s",
@@ -855,11 +865,9 @@ def markdown(r: dict) -> str:
         add("cold ask peak RSS MiB", st["cold_ask_peak_rss_mib"], "", None, "", 0)
         add("`rag ingest seeds` s", st["seeds_ingest_s"], "", None, " s")
         add("`rag ingest seeds` peak RSS MiB", st["seeds_ingest_peak_rss_mib"], "", None, "", 0)
-    m = r.get("machine", {})
-    head = (f"# Performance (bench/perf.py)\n\nMachine: {m.get('cpu')}, {m.get('cores')} cores, "
-            f"{m.get('mem_gib')} GiB; shared with other work (load averages in results.json). "
-            "Median of the runs, min–max beside it; ratios are taken run by run in the same "
-            "run.\n\n")
+    head = ("# Performance (bench/perf.py)\n\nEach step names the machine it was measured on, "
+            "shared with other work (load averages in results.json). Median of the runs, "
+            "min–max beside it; ratios are taken run by run in the same run.\n\n")
     lines = ["| figure | median | min–max | target | met? |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
     return head + "\n".join(lines) + "\n"
