@@ -49,11 +49,17 @@ def retrieved_negatives(questions, texts: dict, per_question: int) -> dict[int, 
     """For each question, passages rag's own retrieval ranks high that hold none of its answers
     (cached in bench/work/reader/negatives.json: the retrieval is deterministic)."""
     def negatives(retriever, q) -> list[str]:
-        folded = [fold(a) for a in q["answers"]]
         return [h.chunk.text for h in retriever.search(q["question"], 8)
-                if not any(a in fold(h.chunk.text) for a in folded)][:per_question]
+                if not _holds_answer(h.chunk.text, q["answers"])][:per_question]
 
     return _retrieved("negatives.json", questions, texts, negatives)
+
+
+def _holds_answer(text: str, answers) -> bool:
+    """Whether one of `answers` stands anywhere in `text`, case and punctuation folded: looser
+    than a whole-word match, so a passage said to hold none holds none."""
+    folded = fold(text)
+    return any(fold(a) in folded for a in answers)
 
 
 def _retrieved(name: str, questions, texts: dict, passages) -> dict[int, list[str]]:
@@ -183,9 +189,8 @@ def grouped_examples(tokenizer, questions, texts, retrieved, max_len: int, per_g
         q_ids = tokenizer.encode(q["question"], add_special_tokens=False).ids[:64]
         budget = max_len - len(q_ids) - 3
         if unanswerable and drawn.random() < unanswerable:
-            folded = [fold(a) for a in q["answers"]]
             wrong = [t for t in retrieved.get(q["index"], [])
-                     if not any(a in fold(t) for a in folded)][:per_group]
+                     if not _holds_answer(t, q["answers"])][:per_group]
             if wrong:
                 out.append([_window(tokenizer, q_ids, t, [], budget, rng) for t in wrong])
                 continue
@@ -524,7 +529,6 @@ def _squad_rows(weights: Path, quick: int) -> dict:
         if n % 50 == 0:
             print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
         gold = tuple(q["answers"])
-        folded = [fold(a) for a in gold]
         hits = retriever.search(q["question"], 12)
         t0 = time.perf_counter()
         got = read_passages(reader, q["question"], hits[:5])
@@ -540,7 +544,7 @@ def _squad_rows(weights: Path, quick: int) -> dict:
             out["sentence"].append(-99.0 if support is None else support)
         g = reader.read(q["question"], [texts[q["doc"]]])[0]
         out["gold_f1"].append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
-        negs = [h for h in hits if not any(a in fold(h.chunk.text) for a in folded)][:5]
+        negs = [h for h in hits if not _holds_answer(h.chunk.text, gold)][:5]
         if negs:
             out["rows"].append([read_passages(reader, q["question"], negs).features[f]
                                 for f in FEATURES])
@@ -722,6 +726,8 @@ def main() -> None:
                    help="the adapter: written by train, read by calibrate")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
     args = p.parse_args()
+    if args.unanswerable and not args.shared:
+        p.error("--unanswerable groups questions: it needs --shared")
     (calibrate if args.what == "calibrate" else train)(args)
 
 
