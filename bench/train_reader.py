@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from rag.config import Settings  # noqa: E402
-from rag.reader import CLS, SEP  # noqa: E402
+from rag.reader import CLS, SEP, checksum  # noqa: E402
 from rag.reading import fold  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
@@ -398,7 +398,7 @@ def calibrate(args) -> None:
 
     from rag.reading import FEATURES
 
-    weights = Path(args.weights)
+    weights = tuple(Path(w) for w in args.weights.split(","))  # two or more: an ensemble
     squad_rows = _squad_rows(weights, args.quick)
     x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
     gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
@@ -483,19 +483,20 @@ def calibrate(args) -> None:
     print(json.dumps(res, indent=2))
     if args.quick:
         return
-    # beside its adapter: rag/weights/reader.json for the shipped one
-    weights.with_suffix(".json").write_text(json.dumps({
+    # beside its (first) adapter: rag/weights/reader.json for the shipped one
+    digests = [hashlib.sha256(w.read_bytes()).hexdigest() for w in weights]
+    weights[0].with_suffix(".json").write_text(json.dumps({
             "answer_margin": answer_margin, "support_margin": support_margin,
             "answerability": {**model, "threshold": round(threshold, 4)},
-            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
+            "weights_sha256": digests[0] if len(digests) == 1 else digests},
             indent=2) + "\n")
-    if weights.resolve() == OUT.resolve():
+    if weights[0].resolve() == OUT.resolve():
         results = _load_results()
         results["calibration"] = res
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def _squad_rows(weights: Path, quick: int) -> dict:
+def _squad_rows(weights: tuple[Path, ...], quick: int) -> dict:
     """The held-out even questions (index % 20 == 0) read by the reader in `weights`: each over
     the five passages rag retrieves for it and over the first five retrieved passages that hold
     none of its answers. Cached in bench/work/reader/ by the weights' checksum: reading them
@@ -508,7 +509,7 @@ def _squad_rows(weights: Path, quick: int) -> dict:
     from rag.retrieve import Retriever
     from rag.store import open_store
 
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = checksum(weights)
     cache = WORK / f"calibration-squad-{digest[:16]}-{quick}.json"
     if cache.exists():
         got = json.loads(cache.read_text())
@@ -556,7 +557,7 @@ def _squad_rows(weights: Path, quick: int) -> dict:
     return out
 
 
-def _natural_rows(weights: Path, folder: Path) -> dict:
+def _natural_rows(weights: tuple[Path, ...], folder: Path) -> dict:
     """A natural-question set (questions.jsonl; its documents fetched to
     bench/work/<folder name>/docs) read as `rag ask` reads it: each question over the passages
     rag retrieves for it. Requests, yes/no questions and follow-ups are left out (they are not
@@ -723,7 +724,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (where native)")
     p.add_argument("--init", default="", help="an adapter to go on training from")
     p.add_argument("--weights", default=str(OUT),
-                   help="the adapter: written by train, read by calibrate")
+                   help="the adapter: written by train, read by calibrate (calibrate: "
+                        "several, separated by commas, read as an ensemble)")
     p.add_argument("--quick", type=int, default=0, help="train on this many questions only")
     args = p.parse_args()
     if args.unanswerable and not args.shared:

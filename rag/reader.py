@@ -55,39 +55,17 @@ class Span:
 class Reader:
     """The learned reader at inference: adapters merged, torch forward, no autograd."""
 
-    def __init__(self, base: MiniLM, weights: Path = WEIGHTS):
+    def __init__(self, base: MiniLM, weights: Path | tuple[Path, ...] = WEIGHTS):
+        """The reader of one adapter, or of several read as an ensemble: their start and end
+        logits averaged (docs/experiments.md measures one)."""
         import torch
-
-        from rag.minilm import TorchMiniLM
-
-        if not weights.exists():
-            raise RagError(f"{weights}: the reader's weights are missing (run `make train`)")
-        tensors = load_adapter(weights)
-        meta = _metadata(weights)
-        scale = float(meta.get("scale", 1.0))
-        merged = copy.copy(base)
-        layers = []
-        for i, layer in enumerate(base.layers):
-            layer = list(layer)
-            for j, at in enumerate((0, 2, 6, 8)):  # qkv, attention out, inner, output
-                a = tensors[f"lora.{i}.{j}.a"].float().numpy()
-                b = tensors[f"lora.{i}.{j}.b"].float().numpy()
-                layer[at] = layer[at] + scale * (b @ a).T  # (in, out), as MiniLM keeps it
-                layer[at + 1] = tensors[f"bias.{i}.{j}"].float().numpy()
-            for j, at in enumerate((4, 5, 10, 11)):
-                layer[at] = tensors[f"norm.{i}.{j}"].float().numpy()
-            layers.append(tuple(layer))
-        merged.layers = layers
-        merged.emb_ln = (tensors["emb_norm.weight"].float().numpy(),
-                         tensors["emb_norm.bias"].float().numpy())
         from tokenizers import Tokenizer
 
         # the embedder's tokenizer cuts texts at the model's length; the reader windows them
         self.tokenizer = Tokenizer.from_str(base.tokenizer.to_str())
         self.tokenizer.no_truncation()
-        self.engine = TorchMiniLM(merged, bf16=False)
-        self.head_w = tensors["head.weight"].float()  # (2, hidden)
-        self.head_b = tensors["head.bias"].float()
+        paths = (weights,) if isinstance(weights, Path) else tuple(weights)
+        self.adapters = [_Adapter(base, p) for p in paths]
         self._torch = torch
 
     def read(self, question: str, passages: list[str], top: int = 3) -> list[list[Span]]:
@@ -108,20 +86,20 @@ class Reader:
         if not windows:
             return out
         rows = [[CLS, *q_ids, SEP, *w, SEP] for _, w, _ in windows]
-        states = self._states(rows)
+        states = [self._states(rows, a.engine) for a in self.adapters]
         first = len(q_ids) + 2
-        for (p, ids, offs), h in zip(windows, states):
-            logits = h[:first + len(ids)] @ self.head_w.T.numpy() + self.head_b.numpy()
+        for w, (p, ids, offs) in enumerate(windows):
+            each = [a.logits(h[w, :first + len(ids)]) for a, h in zip(self.adapters, states)]
+            logits = sum(each) / len(each) if len(each) > 1 else each[0]
             s_log, e_log = logits[:, 0], logits[:, 1]
             null = float(s_log[0] + e_log[0])
-            out[p].extend(_best_spans(s_log[first:first + len(ids)], e_log[first:first + len(ids)],
-                                      offs, p, null, top))
+            out[p].extend(_best_spans(s_log[first:], e_log[first:], offs, p, null, top))
         for spans in out:
             spans.sort(key=lambda s: -s.margin)
             del spans[top:]
         return out
 
-    def _states(self, rows: list[list[int]]) -> np.ndarray:
+    def _states(self, rows: list[list[int]], engine) -> np.ndarray:
         from rag.minilm import _padded
 
         torch = self._torch
@@ -129,8 +107,42 @@ class Reader:
 
         ids, mask = (torch.from_numpy(a) for a in _padded(rows))
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            _, states = compiled()(ids, mask.bool(), *self.engine.params)
+            _, states = compiled()(ids, mask.bool(), *engine.params)
         return states.numpy()
+
+
+class _Adapter:
+    """One trained adapter merged into a copy of the base encoder, with its span head."""
+
+    def __init__(self, base: MiniLM, weights: Path):
+        from rag.minilm import TorchMiniLM
+
+        if not weights.exists():
+            raise RagError(f"{weights}: the reader's weights are missing (run `make train`)")
+        tensors = load_adapter(weights)
+        scale = float(_metadata(weights).get("scale", 1.0))
+        merged = copy.copy(base)
+        layers = []
+        for i, layer in enumerate(base.layers):
+            layer = list(layer)
+            for j, at in enumerate((0, 2, 6, 8)):  # qkv, attention out, inner, output
+                a = tensors[f"lora.{i}.{j}.a"].float().numpy()
+                b = tensors[f"lora.{i}.{j}.b"].float().numpy()
+                layer[at] = layer[at] + scale * (b @ a).T  # (in, out), as MiniLM keeps it
+                layer[at + 1] = tensors[f"bias.{i}.{j}"].float().numpy()
+            for j, at in enumerate((4, 5, 10, 11)):
+                layer[at] = tensors[f"norm.{i}.{j}"].float().numpy()
+            layers.append(tuple(layer))
+        merged.layers = layers
+        merged.emb_ln = (tensors["emb_norm.weight"].float().numpy(),
+                         tensors["emb_norm.bias"].float().numpy())
+        self.engine = TorchMiniLM(merged, bf16=False)
+        self.head_w = tensors["head.weight"].float().numpy().T  # (hidden, 2)
+        self.head_b = tensors["head.bias"].float().numpy()
+
+    def logits(self, states: np.ndarray) -> np.ndarray:
+        """Start and end logits (length, 2) from a window's last token states."""
+        return states @ self.head_w + self.head_b
 
 
 def _best_spans(s_log: np.ndarray, e_log: np.ndarray, offs, p: int, null: float,
@@ -165,8 +177,12 @@ def _metadata(path: Path) -> dict:
     return json.loads(meta.get("recipe", "{}"))
 
 
-def checksum(path: Path = WEIGHTS) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def checksum(weights: Path | tuple[Path, ...] = WEIGHTS) -> str:
+    """The adapter's sha256; an ensemble's, of its adapters' sha256 in order."""
+    paths = (weights,) if isinstance(weights, Path) else tuple(weights)
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    return digests[0] if len(digests) == 1 else \
+        hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 class ReaderModel:

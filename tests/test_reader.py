@@ -95,10 +95,39 @@ def test_merged_weights_compute_what_the_training_model_computed(base, reader):
                                     add_special_tokens=False).ids
         ids = torch.tensor([[CLS, *q, SEP, *p, SEP]])
         start, end = model(ids, torch.ones_like(ids, dtype=torch.bool))
-    states = reader._states([ids[0].tolist()])[0]
-    logits = states @ reader.head_w.T.numpy() + reader.head_b.numpy()
+    adapter = reader.adapters[0]
+    logits = adapter.logits(reader._states([ids[0].tolist()], adapter.engine)[0])
     np.testing.assert_allclose(logits[:, 0], start[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(logits[:, 1], end[0].numpy(), atol=1e-4)
+
+
+def test_an_ensemble_reads_with_the_mean_of_its_adapters_logits(base):
+    from rag.reader import Reader
+
+    passage = "The city engineer said repairs to the bridge would take six weeks."
+    question = "How long will the repairs take?"
+    one = Reader(base, WEIGHTS).read(question, [passage])[0]
+    pair = Reader(base, (WEIGHTS, WEIGHTS))
+    same = pair.read(question, [passage])[0]
+    assert [(s.start, s.end) for s in same] == [(s.start, s.end) for s in one]
+    np.testing.assert_allclose([s.score for s in same], [s.score for s in one], rtol=1e-5)
+    # the second adapter's start logits 2 higher everywhere: the mean's are 1 higher, so every
+    # score and "no answer" score rises by 1 and every margin stays
+    pair.adapters[1].head_b = pair.adapters[1].head_b + np.array([2.0, 0.0], dtype=np.float32)
+    moved = pair.read(question, [passage])[0]
+    assert [(s.start, s.end) for s in moved] == [(s.start, s.end) for s in one]
+    np.testing.assert_allclose([s.score for s in moved], [s.score + 1 for s in one], rtol=1e-4)
+    np.testing.assert_allclose([s.null for s in moved], [s.null + 1 for s in one], rtol=1e-4)
+
+
+def test_an_ensembles_checksum_names_its_adapters_in_order(tmp_path):
+    from rag.reader import checksum
+
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(WEIGHTS.read_bytes() + b" ")
+    assert checksum((WEIGHTS,)) == checksum(WEIGHTS) == hashlib.sha256(
+        WEIGHTS.read_bytes()).hexdigest()
+    assert len({checksum(WEIGHTS), checksum((WEIGHTS, other)), checksum((other, WEIGHTS))}) == 3
 
 
 def test_missing_weights_are_one_clear_error(base, tmp_path):
