@@ -412,12 +412,24 @@ def calibrate(args) -> None:
         y = np.concatenate([y, np.array(nat["labels"])])
         kind = np.concatenate([kind, np.array(nat["kinds"])])
         natural = np.concatenate([natural, np.ones(len(nat["labels"]), dtype=bool)])
+    typed = np.zeros(len(y), dtype=bool)
+    if args.typed_squad:  # the same questions as people type them, in SQuAD's half of the fit
+        more = _squad_rows(weights, args.quick, typed=True)
+        x = np.concatenate([x, np.array(more["rows"])])
+        y = np.concatenate([y, np.array(more["labels"])])
+        kind = np.concatenate([kind, np.array(more["kinds"])])
+        natural = np.concatenate([natural, np.zeros(len(more["labels"]), dtype=bool)])
+        typed = np.concatenate([typed, np.ones(len(more["labels"]), dtype=bool)])
+        source = np.concatenate([source, np.full(len(more["labels"]), "squad-typed",
+                                                 dtype=object)])
     held = squad_rows["questions"]
     t_read = squad_rows["read_s"]
-    squad = ~natural
+    squad = ~natural & ~typed
     margin = x[:, FEATURES.index("margin")]
     # each source weighs as much in the fit as the other, however many rows it has
     weight = np.where(natural, 1 / max(1, natural.sum()), 1 / squad.sum())
+    if typed.any():
+        weight = np.where(typed, 0.5 / typed.sum(), np.where(squad, 0.5 / squad.sum(), weight))
     model, chance = _fit_answerability(x, y, args.seed, weight)
     # chance: held-out-fold chances, what the threshold and the tables read
     threshold = _threshold(chance[squad & (kind == 0)], args.wrong_rate)
@@ -470,6 +482,14 @@ def calibrate(args) -> None:
            "answerability_table": {str(t): policy(chance, t)
                                    for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)},
            "wrong_rate": args.wrong_rate, "keep": args.keep}
+    if typed.any():
+        at = chance >= threshold
+        res["squad_typed"] = {
+            "auc_answerability_cv": round(auc(chance[typed & (kind == 1)],
+                                              chance[typed & (kind == 0)]), 3),
+            "answerable_answered": round(float(at[typed & (kind == 1)].mean()), 3),
+            "right_of_answerable": round(float((at & (y == 1))[typed & (kind == 1)].mean()), 3),
+            "wrong_passages_answered": round(float(at[typed & (kind == 0)].mean()), 3)}
     if natural.any():
         right = natural & (y == 1)
         res["natural"] = {
@@ -496,11 +516,12 @@ def calibrate(args) -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def _squad_rows(weights: tuple[Path, ...], quick: int) -> dict:
+def _squad_rows(weights: tuple[Path, ...], quick: int, typed: bool = False) -> dict:
     """The held-out even questions (index % 20 == 0) read by the reader in `weights`: each over
     the five passages rag retrieves for it and over the first five retrieved passages that hold
-    none of its answers. Cached in bench/work/reader/ by the weights' checksum: reading them
-    takes a quarter of an hour."""
+    none of its answers (`typed`: each asked as people type it, `as_typed`, searched and read
+    so). Cached in bench/work/reader/ by the weights' checksum: reading them takes a quarter of
+    an hour."""
     from bench.squad import WORK as SQUAD_WORK
     from bench.squad import prepare
     from rag.evaluate import token_f1
@@ -510,7 +531,7 @@ def _squad_rows(weights: tuple[Path, ...], quick: int) -> dict:
     from rag.store import open_store
 
     digest = checksum(weights)
-    cache = WORK / f"calibration-squad-{digest[:16]}-{quick}.json"
+    cache = WORK / f"calibration-squad{'-typed' if typed else ''}-{digest[:16]}-{quick}.json"
     if cache.exists():
         got = json.loads(cache.read_text())
         if got.get("features") == list(FEATURES):
@@ -530,9 +551,10 @@ def _squad_rows(weights: tuple[Path, ...], quick: int) -> dict:
         if n % 50 == 0:
             print(f"{n}/{len(held)} questions read", file=sys.stderr, flush=True)
         gold = tuple(q["answers"])
-        hits = retriever.search(q["question"], 12)
+        asked = as_typed(q["question"], random.Random(q["index"])) if typed else q["question"]
+        hits = retriever.search(asked, 12)
         t0 = time.perf_counter()
-        got = read_passages(reader, q["question"], hits[:5])
+        got = read_passages(reader, asked, hits[:5])
         out["read_s"] += time.perf_counter() - t0
         best, support = got.best, got.support
         text = hits[best.passage].chunk.text
@@ -543,11 +565,11 @@ def _squad_rows(weights: tuple[Path, ...], quick: int) -> dict:
         out["kinds"].append(1)  # asked over its retrieved passages; 0: over wrong ones
         if f1 >= 0.5:
             out["sentence"].append(-99.0 if support is None else support)
-        g = reader.read(q["question"], [texts[q["doc"]]])[0]
+        g = reader.read(asked, [texts[q["doc"]]])[0]
         out["gold_f1"].append(token_f1(texts[q["doc"]][g[0].start:g[0].end], gold) if g else 0.0)
         negs = [h for h in hits if not _holds_answer(h.chunk.text, gold)][:5]
         if negs:
-            out["rows"].append([read_passages(reader, q["question"], negs).features[f]
+            out["rows"].append([read_passages(reader, asked, negs).features[f]
                                 for f in FEATURES])
             out["labels"].append(0.0)
             out["kinds"].append(0)
@@ -704,6 +726,9 @@ def main() -> None:
                         "unanswerable questions answered, --natural-wrong of its answerable "
                         "ones answered wrongly)")
     p.add_argument("--natural-wrong", type=float, default=0.05)
+    p.add_argument("--typed-squad", action="store_true",
+                   help="calibrate: fit on the held-out SQuAD questions as people type them "
+                        "too (half of SQuAD's weight)")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
