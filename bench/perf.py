@@ -99,14 +99,9 @@ def rss_child(cmd: list[str], env: dict | None = None, stdin: str | None = None)
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_name
+
+    cpu = cpu_name()
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

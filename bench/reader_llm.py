@@ -28,8 +28,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=265)
     args = p.parse_args()
 
+    from bench.machine import cpu_name
     from bench.squad import WORK as SQUAD_WORK
-    from bench.train_reader import RESULTS, _cpu, _load_results, squad
+    from bench.train_reader import RESULTS, _load_results, squad
     from rag.evaluate import token_f1
     from rag.llm import get_llm
     from rag.reader import Reader
@@ -68,7 +69,7 @@ def main() -> None:
         both = max(range(len(spans)), key=lambda i: scores[i] + spans[i].margin)
         f1["llm_plus_margin"] += token_f1(texts[both], gold)
     store.close()
-    res = {"n": len(held), "model": llm.name, "cpu": _cpu(),
+    res = {"n": len(held), "model": llm.name, "cpu": cpu_name(),
            **{f"F1_{k}": round(100 * v / len(held), 2) for k, v in f1.items()},
            "llm_ms_per_question": round(1000 * t_llm / len(held), 1)}
     print(json.dumps(res, indent=2))

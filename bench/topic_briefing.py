@@ -29,8 +29,8 @@ def main() -> None:
     p.add_argument("--passages", default="40,20,10,5,3")
     p.add_argument("--split", choices=["even", "odd"], default="even")
     args = p.parse_args()
+    from bench.machine import cpu_name
     from bench.squad import WORK, load_squad, prepare, split
-    from bench.train_reader import _cpu
     from rag import brief
     from rag.evaluate import contains_answer
 
@@ -39,7 +39,7 @@ def main() -> None:
     if not (settings.index_dir / "rag.sqlite").exists():
         prepare(settings, paragraphs)
     qs = split(questions, args.split, args.n)
-    print(f"{len(qs)} {args.split} questions as topics, five points each; {_cpu()}")
+    print(f"{len(qs)} {args.split} questions as topics, five points each; {cpu_name()}")
     for passages in (int(x) for x in args.passages.split(",")):
         t0 = time.perf_counter()
         held = sum(contains_answer(" ".join(pt.text for pt in brief.build(

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+from bench.machine import cpu_name  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.reader import CLS, SEP, checksum  # noqa: E402
 from rag.reading import fold  # noqa: E402
@@ -367,7 +368,7 @@ def train(args) -> None:
     # one entry a stage, by the file it wrote
     results.setdefault("train", {})[out.name] = {
         "questions": len(train_qs), "examples": len(items), "with_answer": n_pos,
-        "minutes": round(train_s / 60, 1), "cpu": _cpu(), "threads": args.threads,
+        "minutes": round(train_s / 60, 1), "cpu": cpu_name(), "threads": args.threads,
         "bf16": args.bf16, "sha256": digest,
         **{k: getattr(args, k) for k in ("rank", "epochs", "lr", "batch", "seed", "max_len",
                                          "negatives", "init")}, **variant}
@@ -465,7 +466,7 @@ def calibrate(args) -> None:
                 "unanswerable_answered": round(float((ans & unanswerable).sum()
                                                      / max(1, unanswerable.sum())), 3)}
 
-    res = {"held_out_questions": held, "cpu": _cpu(),
+    res = {"held_out_questions": held, "cpu": cpu_name(),
            "gold_paragraph_F1": round(100 * sum(gold_f1) / held, 2),
            "top5_F1_always_answering": round(100 * float(pos_f1.mean()), 2),
            "auc_margin": round(auc(margin[squad & (kind == 1)], margin[squad & (kind == 0)]),
@@ -694,16 +695,6 @@ def _pad(seqs):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = True
     return ids, mask
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _load_results() -> dict:
