@@ -394,6 +394,9 @@ def calibrate(args) -> None:
     - support_margin: the lowest margin, read in the cited sentence alone, that a fraction
       `--keep` of the held-out answers whose span is right still reach.
 
+    `--weights W1,W2` calibrates the adapters read as an ensemble; `--typed-squad` fits on the
+    held-out questions as people type them too.
+
     Writes rag/weights/reader.json and the numbers behind it to bench/results_reader.json."""
     import numpy as np
 

@@ -9,7 +9,8 @@ that holds no answer puts its start and end on [CLS]; the "no answer" score is t
 and a span's margin over it is what answerability and the support check read.
 
 The adapters are merged into the encoder's weights once when the reader loads, so a question
-costs one forward pass over its passages at the encoder's own speed."""
+costs one forward pass over its passages at the encoder's own speed (one an adapter, where
+several are read as an ensemble; rag ships one)."""
 
 from __future__ import annotations
 
