@@ -15,7 +15,6 @@ The data is read from ../shared/data/squad and never copied into the repository.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -360,7 +359,7 @@ def train(args) -> None:
                                   "batch": args.batch, "questions": len(train_qs),
                                   "examples": len(items), "init": args.init, **variant})
     train_s = time.perf_counter() - t_start
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = checksum(out)
     (out.parent / (out.stem + ".sha256")).write_text(f"{digest}  {out.name}\n")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {digest[:16]}…) in "
           f"{train_s / 60:.1f} min", file=sys.stderr)
@@ -407,25 +406,24 @@ def calibrate(args) -> None:
     x, y, kind = (np.array(squad_rows[k]) for k in ("rows", "labels", "kinds"))
     gold_f1, f1_top5, sentence = (squad_rows[k] for k in ("gold_f1", "f1_top5", "sentence"))
     natural = np.zeros(len(y), dtype=bool)
-    source = np.full(len(y), "squad", dtype=object)
-    for folder in filter(None, args.natural.split(",")):
-        nat = _natural_rows(weights, Path(folder))
-        source = np.concatenate([source, np.full(len(nat["labels"]), Path(folder).name,
-                                                 dtype=object)])
-        x = np.concatenate([x, np.array(nat["rows"])])
-        y = np.concatenate([y, np.array(nat["labels"])])
-        kind = np.concatenate([kind, np.array(nat["kinds"])])
-        natural = np.concatenate([natural, np.ones(len(nat["labels"]), dtype=bool)])
     typed = np.zeros(len(y), dtype=bool)
+    source = np.full(len(y), "squad", dtype=object)
+
+    def join(rows: dict, name: str, is_natural: bool = False, is_typed: bool = False) -> None:
+        """Another source's rows after SQuAD's, marked as what they are."""
+        nonlocal x, y, kind, natural, typed, source
+        n = len(rows["labels"])
+        x = np.concatenate([x, np.array(rows["rows"])])
+        y = np.concatenate([y, np.array(rows["labels"])])
+        kind = np.concatenate([kind, np.array(rows["kinds"])])
+        natural = np.concatenate([natural, np.full(n, is_natural)])
+        typed = np.concatenate([typed, np.full(n, is_typed)])
+        source = np.concatenate([source, np.full(n, name, dtype=object)])
+
+    for folder in filter(None, args.natural.split(",")):
+        join(_natural_rows(weights, Path(folder)), Path(folder).name, is_natural=True)
     if args.typed_squad:  # the same questions as people type them, in SQuAD's half of the fit
-        more = _squad_rows(weights, args.quick, typed=True)
-        x = np.concatenate([x, np.array(more["rows"])])
-        y = np.concatenate([y, np.array(more["labels"])])
-        kind = np.concatenate([kind, np.array(more["kinds"])])
-        natural = np.concatenate([natural, np.zeros(len(more["labels"]), dtype=bool)])
-        typed = np.concatenate([typed, np.ones(len(more["labels"]), dtype=bool)])
-        source = np.concatenate([source, np.full(len(more["labels"]), "squad-typed",
-                                                 dtype=object)])
+        join(_squad_rows(weights, args.quick, typed=True), "squad-typed", is_typed=True)
     held = squad_rows["questions"]
     t_read = squad_rows["read_s"]
     squad = ~natural & ~typed
@@ -508,7 +506,7 @@ def calibrate(args) -> None:
     if args.quick:
         return
     # beside its (first) adapter: rag/weights/reader.json for the shipped one
-    digests = [hashlib.sha256(w.read_bytes()).hexdigest() for w in weights]
+    digests = [checksum(w) for w in weights]
     weights[0].with_suffix(".json").write_text(json.dumps({
             "answer_margin": answer_margin, "support_margin": support_margin,
             "answerability": {**model, "threshold": round(threshold, 4)},

@@ -65,8 +65,7 @@ class Reader:
         # the embedder's tokenizer cuts texts at the model's length; the reader windows them
         self.tokenizer = Tokenizer.from_str(base.tokenizer.to_str())
         self.tokenizer.no_truncation()
-        paths = (weights,) if isinstance(weights, Path) else tuple(weights)
-        self.adapters = [_Adapter(base, p) for p in paths]
+        self.adapters = [_Adapter(base, p) for p in _each(weights)]
         self._torch = torch
 
     def read(self, question: str, passages: list[str], top: int = 3) -> list[list[Span]]:
@@ -178,10 +177,14 @@ def _metadata(path: Path) -> dict:
     return json.loads(meta.get("recipe", "{}"))
 
 
+def _each(weights: Path | tuple[Path, ...]) -> tuple[Path, ...]:
+    """One adapter's path, or an ensemble's, as a tuple."""
+    return (weights,) if isinstance(weights, Path) else tuple(weights)
+
+
 def checksum(weights: Path | tuple[Path, ...] = WEIGHTS) -> str:
     """The adapter's sha256; an ensemble's, of its adapters' sha256 in order."""
-    paths = (weights,) if isinstance(weights, Path) else tuple(weights)
-    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in _each(weights)]
     return digests[0] if len(digests) == 1 else \
         hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
