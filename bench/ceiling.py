@@ -7,7 +7,10 @@ asks it:
 - reader: the best span over all passages holds an accepted answer (`best_span`: what rag
   could get right if its answerability model abstained on exactly the wrong spans and no
   other); the best span among the passages that hold an answer (`passage_given`: the passage
-  chosen by an oracle); any of each passage's three best spans (`any_top3`).
+  chosen by an oracle); any of each passage's three best spans (`any_top3`);
+- the answer path: what `rag ask` prints when its answerability threshold is set to 0, so that
+  it answers every question (`printed`: the span, or for a why question or an unsupported span
+  the sentence that holds it).
 
 Each is a share of the set's answerable span questions. No number here moves a threshold: the
 development sets (bench/calibration, bench/calibration_kernel) and bench/natural are read
@@ -33,7 +36,7 @@ from rag.config import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results_ceiling.json"
 SETS = ("natural", "calibration", "calibration_kernel")
-MEASURES = ("recall_at_k", "recall_at_1", "any_top3", "passage_given", "best_span")
+MEASURES = ("recall_at_k", "recall_at_1", "any_top3", "passage_given", "best_span", "printed")
 
 
 def span_questions(path: Path) -> list[dict]:
@@ -45,12 +48,21 @@ def span_questions(path: Path) -> list[dict]:
 
 
 def measure(settings: Settings, questions: list[dict]) -> dict:
+    from dataclasses import replace
+
     from rag.answer import Answerer
+    from rag.citations import strip_markers
     from rag.display import fit_question
     from rag.evaluate import contains_answer
+    from rag.reading import ReaderPath
 
     answerer = Answerer(settings)
     reader = answerer.reading.reader
+    shipped = answerer.reading.calibration
+    always = ReaderPath(settings, answerer.embedder, replace(
+        shipped, answer_margin=float("-inf"),
+        answerability=shipped.answerability and replace(shipped.answerability, threshold=0.0)))
+    always._reader = reader
     counts = dict.fromkeys(MEASURES, 0)
     by_kind: dict[str, dict[str, int]] = {}
     try:
@@ -65,10 +77,13 @@ def measure(settings: Settings, questions: list[dict]) -> dict:
             given = [ok for s, ok in zip(spans, right) if holds[s.passage]]
             got = {"recall_at_k": any(holds), "recall_at_1": bool(holds) and holds[0],
                    "any_top3": any(right), "passage_given": bool(given) and given[0],
-                   "best_span": bool(right) and right[0]}
-            kind = by_kind.setdefault(item["kind"], {"n": 0, "best_span": 0})
+                   "best_span": bool(right) and right[0],
+                   "printed": contains_answer(strip_markers(
+                       always.answer(question, hits, 0.0, 0.0).answer), gold)}
+            kind = by_kind.setdefault(item["kind"], {"n": 0, "best_span": 0, "printed": 0})
             kind["n"] += 1
             kind["best_span"] += got["best_span"]
+            kind["printed"] += got["printed"]
             for m in MEASURES:
                 counts[m] += got[m]
     finally:

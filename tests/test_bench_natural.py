@@ -49,6 +49,6 @@ def test_the_ceiling_counts_where_an_answer_is_found(seed_settings, tmp_path):
     got = measure(seed_settings, questions)
     # the seeds hold 15,000 and the reader finds it; no seed names Ulaanbaatar
     assert got["questions"] == 2 and got["k"] == 5
-    assert got["recall_at_k"] == 0.5 and got["best_span"] == 0.5
-    assert got["by_kind"] == {"how-many": {"n": 1, "best_span": 1},
-                              "where": {"n": 1, "best_span": 0}}
+    assert got["recall_at_k"] == 0.5 and got["best_span"] == got["printed"] == 0.5
+    assert got["by_kind"] == {"how-many": {"n": 1, "best_span": 1, "printed": 1},
+                              "where": {"n": 1, "best_span": 0, "printed": 0}}
