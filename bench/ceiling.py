@@ -57,12 +57,12 @@ def measure(settings: Settings, questions: list[dict]) -> dict:
     from rag.reading import ReaderPath
 
     answerer = Answerer(settings)
-    reader = answerer.reading.reader
     shipped = answerer.reading.calibration
+    # the answer path as shipped, but answering every question it finds a span for
     always = ReaderPath(settings, answerer.embedder, replace(
         shipped, answer_margin=float("-inf"),
         answerability=shipped.answerability and replace(shipped.answerability, threshold=0.0)))
-    always._reader = reader
+    reader = always.reader
     counts = dict.fromkeys(MEASURES, 0)
     by_kind: dict[str, dict[str, int]] = {}
     try:
