@@ -36,15 +36,24 @@ def citation(n: int, source: str, chunk_id: str | None = None, quote: str | None
 
 # -- answers -----------------------------------------------------------------------------------
 
+# An abstention names the passages it searched, where a person can read on: one of the five holds
+# the answer far more often than the reader answers with confidence (bench/ceiling.py).
+SEARCHED_SHOWN = 3
+
 
 def answer_text(a: Answer) -> str:
-    """An answer and its sources, as `rag ask` prints them."""
+    """An answer and its sources, as `rag ask` prints them; an abstention, and the passages it
+    searched."""
     lines = [printable(a.answer)]
     if a.citations:
         lines += ["", "Sources:"]
         for c in a.citations:
             lines.append(f"  {citation(c.n, c.source, c.chunk_id)}\n"
                          f"      \"{printable(c.text)}\"")
+    elif a.abstained and a.hits:
+        lines += ["", "Searched, none judged to answer it:"]
+        lines += [f"  {printable(h.chunk.source, one_line=True)} ({h.chunk.chunk_id})"
+                  for h in sorted(a.hits, key=lambda h: h.rank)[:SEARCHED_SHOWN]]
     return "\n".join(lines)
 
 

@@ -93,6 +93,18 @@ def test_ask_prints_answer_and_sources(seed_settings):
              seed_settings.index_dir)
     assert r.exit_code == 0
     assert "[1]" in r.stdout and "Sources:" in r.stdout and "seeds" in r.stdout
+    assert "Searched" not in r.stdout
+
+
+def test_an_abstention_names_the_passages_it_searched(seed_settings):
+    r = _run("ask", "What is the capital of Australia?", "--index", seed_settings.index_dir)
+    assert r.exit_code == 0
+    said, _, searched = r.stdout.partition("\n\nSearched, none judged to answer it:\n")
+    assert said.startswith("The indexed documents do not answer this question")
+    assert "Sources:" not in r.stdout and "[1]" not in r.stdout  # nothing is cited
+    rows = searched.strip().splitlines()
+    assert len(rows) == 3
+    assert all("seeds" in row and row.rstrip().endswith(")") for row in rows)
 
 
 def test_ask_style_short_and_a_wrong_style(seed_settings):
