@@ -6,6 +6,7 @@ A candidate is any object with `source`, `start`, `text` and `citation(n)`."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,13 @@ _QUALIFIER = {
 _NUMBER = re.compile(r"(?:\b(?P<q>" + "|".join(_QUALIFIER.values()) + r")\s+)?"
                      r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)"
                      r"(?:\s+(?P<scale>million|billion|thousand|percent))?(?![\w%])", re.I)
-_MONTH = (r"January|February|March|April|May(?!\s+(?:be|have|not|also|well))|June|July|"
-          r"August|September|October|November|December")
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MONTH = (r"(?:January|February|March|April|May(?!\s+(?:be|have|not|also|well))|June|July|"
+          r"August|September|October|November|December)\b")  # "Mayor" is no month
 _TIME = re.compile(
-    r"\b(?:(?:in|on|since|by|until|during)\s+)?(?:" + _MONTH + r")(?:\s+\d{1,2}\b)?(?:,?\s+\d{4})?"
+    r"\b(?:(?:in|on|since|by|until|during)\s+)?" + _MONTH +
+    r"(?:\s+\d{1,2}(?:st|nd|rd|th)?\b)?(?:,?\s+\d{4})?"
     r"|\b(?:on\s+)?(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b"
     r"|\b(?:last|this|next|earlier this|later this)\s+(?:year|week|month|fall|autumn|spring|"
     r"summer|winter|weekend)\b"
@@ -140,11 +144,13 @@ def _compare(i: int, j: int, a: str, b: str, da: Details, db: Details,
         for vb, cb, sb, ub, spb in db.numbers:
             if va == vb and (va >= 10 or ua & ub):
                 anchors.add(f"{va:g}")
-                if ca != cb and {"lower", "upper"} & {ca, cb}:
+                if (ca != cb and {"lower", "upper"} & {ca, cb}
+                        and not _within(sa, ca, sb, cb)):
                     edges.append(_Edge("figures", f"{va:g}", i, j, {
                         i: (ca, sa, _excerpt(a, spa)), j: (cb, sb, _excerpt(b, spb))}, sim))
             elif (ua & ub and sim >= SAME_EVENT_COSINE and va not in values_b
-                  and vb not in values_a and va >= 10 and vb >= 10):
+                  and vb not in values_a and va >= 10 and vb >= 10
+                  and _disjoint(_bounds(va, ca), _bounds(vb, cb))):
                 edges.append(_Edge("figures", " ".join(sorted(ua & ub)), i, j, {
                     i: (f"{va:g}", sa, _excerpt(a, spa)),
                     j: (f"{vb:g}", sb, _excerpt(b, spb))}, sim))
@@ -155,8 +161,9 @@ def _compare(i: int, j: int, a: str, b: str, da: Details, db: Details,
     times_a = [t for t in da.times if anchors or not t[0].startswith("since")]
     times_b = [t for t in db.times if anchors or not t[0].startswith("since")]
     if times_a and times_b and (anchors or same_event):
-        if {t for t, _, _ in times_a}.isdisjoint(t for t, _, _ in times_b):
-            (ka, sa, spa), (kb, sb, spb) = times_a[0], times_b[0]
+        (ka, sa, spa), (kb, sb, spb) = times_a[0], times_b[0]
+        if ({t for t, _, _ in times_a}.isdisjoint(t for t, _, _ in times_b)
+                and _times_disagree(ka, kb)):
             edges.append(_Edge("timing", " ".join(sorted(anchors)) or "event", i, j, {
                 i: (ka, sa, _excerpt(a, spa)), j: (kb, sb, _excerpt(b, spb))}, sim))
     # status: one clause says it happened, the other that it is only planned
@@ -175,6 +182,58 @@ def _compare(i: int, j: int, a: str, b: str, da: Details, db: Details,
             i: (ka, ka, da.hedged or da.asserted or ""),
             j: (kb, kb, db.hedged or db.asserted or "")}, sim))
     return edges
+
+
+_INCLUSIVE = re.compile(r"(?:at least|up to|at most)\s", re.I)
+# "about 18" may be 17.5 or 18.5 but not 20: how far a rounded figure reaches either side
+_APPROX = 0.05
+
+
+def _bounds(value: float, cls: str) -> tuple[float, float]:
+    """The values a figure as qualified allows: "over 30" allows 34, "about 18" not 20."""
+    if cls == "lower":
+        return value, math.inf
+    if cls == "upper":
+        return 0.0, value
+    if cls == "approx":
+        return value * (1 - _APPROX), value * (1 + _APPROX)
+    return value, value
+
+
+def _within(said_a: str, cls_a: str, said_b: str, cls_b: str) -> bool:
+    """One side gives the exact figure the other gives as an inclusive bound: "13" and "at
+    least 13" agree ("roughly 600" and "over 600" do not: one may be 590)."""
+    return ((cls_a == "exact" and _INCLUSIVE.match(said_b) is not None)
+            or (cls_b == "exact" and _INCLUSIVE.match(said_a) is not None))
+
+
+def _disjoint(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def _when(time: str) -> tuple[str, tuple]:
+    """A time as said, by kind: a date (its year, month and day, each None where unsaid), a
+    weekday, or a span told in words ("last week", "since the invasion began")."""
+    words = re.findall(r"\w+", time.lower())
+    month = next((_MONTHS.index(w) + 1 for w in words if w in _MONTHS), None)
+    year = next((int(w) for w in words if re.fullmatch(r"(?:19|20)\d{2}", w)), None)
+    if month is None and year is None:
+        return ("weekday" if any(w.endswith("day") for w in words) else "words"), (time,)
+    day = next((int(re.match(r"\d+", w).group()) for w in words
+                if re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)?", w)), None)
+    return "date", (year, month, day)
+
+
+def _times_disagree(a: str, b: str) -> bool:
+    """Two times that cannot both be right: dates that differ in a part both give ("in April"
+    and "April 8, 2010" agree), or two weekdays or two spans told in words that differ. A date
+    and "last week" are not compared: they may well be two events."""
+    (kind_a, when_a), (kind_b, when_b) = _when(a), _when(b)
+    if kind_a != kind_b:
+        return False
+    if kind_a == "date":
+        return any(x is not None and y is not None and x != y for x, y in zip(when_a, when_b))
+    return when_a != when_b
 
 
 def _pairs(pool: list, vecs: np.ndarray, idx: list[int], block: int = 512):
@@ -268,7 +327,7 @@ def _conflict(pool: list, parts: list[tuple[str, list[_Edge]]]):
         what = ", ".join(claims)
         side_texts.append(f"{who}: {what} {''.join(f'[{n}]' for n in ns)}")
         side_list.append((what, tuple(ns)))
-    aspects = [a for a, _ in parts]
+    aspects = list(dict.fromkeys(a for a, _ in parts))  # two figures disputed: one aspect
     text = (f"Sources differ on {' and '.join(_ASPECTS[a] for a in aspects)}: "
             + "; ".join(side_texts) + ".")
     conflict = Conflict(text=text, citations=tuple(cites),

@@ -21,7 +21,6 @@ SIDE_WORDS = [
     ("roughly 600", "Over 600"),
     ("since last fall", "Since the invasion began"),
     ("as fact", "only as a possibility"),
-    ("in November", "last year"),
 ]
 
 
@@ -224,3 +223,76 @@ def test_cli_markdown_shows_points_conflicts_and_quotes(seed_settings):
     assert "## Key points" in out and "## Where the sources disagree" in out
     assert "Lee has since departed for Washington" in out
     assert re.search(r"\(\d sources?\)", out)
+
+
+def test_times_and_figures_that_can_both_be_right_are_no_conflict():
+    from rag.conflicts import _times_disagree, _within, details
+
+    # a date and the same date told more or less precisely agree; a date and "last week" are
+    # not compared; two dates that differ in a part both give disagree
+    assert not _times_disagree("august 16th, 1993", "august 1993")
+    assert not _times_disagree("april", "april 8, 2010")
+    assert not _times_disagree("november", "last year")
+    assert _times_disagree("2014", "october 2013")
+    assert _times_disagree("since last fall", "since the invasion began")
+    # "Mayor" is no month, and a day may be an ordinal
+    assert [t for t, _, _ in details("New York City Mayor Bill de Blasio said Sunday").times] \
+        == ["sunday"]
+    assert [t for t, _, _ in details("It was founded on August 16th, 1993.").times] \
+        == ["august 16th, 1993"]
+    # "13" meets "at least 13"; "roughly 600" may fall short of "over 600"
+    assert _within("13", "exact", "at least 13", "lower")
+    assert not _within("roughly 600", "approx", "Over 600", "lower")
+
+
+def test_figures_a_qualifier_reconciles_are_no_conflict(seed_settings):
+    from rag.conflicts import find_conflicts
+    from rag.types import Citation
+
+    class Sentence:
+        def __init__(self, source, text):
+            self.source, self.text, self.start = source, text, 0
+
+        def citation(self, n):
+            return Citation(n=n, source=self.source, chunk_id="c", text=self.text, start=0,
+                            end=len(self.text))
+
+    pool = [Sentence("a.txt", "Israel launched more than 30 air strikes on Gaza overnight."),
+            Sentence("b.txt", "Israel launched 34 air strikes on Gaza overnight."),
+            Sentence("c.txt", "Israel launched 12 air strikes on Gaza overnight.")]
+    from rag.store import open_store
+
+    store, embedder = open_store(seed_settings)
+    try:
+        vecs = embedder.embed([s.text for s in pool])
+    finally:
+        store.close()
+    _, disputed = find_conflicts(pool, vecs)
+    # 34 is more than 30; 12 is not, and 12 is not 34
+    assert disputed == {(0, 2), (1, 2)}
+
+
+def test_two_figures_disputed_by_the_same_sentences_are_one_aspect(seed_settings):
+    from rag.conflicts import find_conflicts
+    from rag.store import open_store
+    from rag.types import Citation
+
+    class Sentence:
+        def __init__(self, source, text):
+            self.source, self.text, self.start = source, text, 0
+
+        def citation(self, n):
+            return Citation(n=n, source=self.source, chunk_id="c", text=self.text, start=0,
+                            end=len(self.text))
+
+    pool = [Sentence("a.txt", "The new glass bridge is 430 meters long and 300 meters high."),
+            Sentence("b.txt", "The new glass bridge is 375 meters long and 260 meters high.")]
+    store, embedder = open_store(seed_settings)
+    try:
+        vecs = embedder.embed([s.text for s in pool])
+    finally:
+        store.close()
+    conflicts, _ = find_conflicts(pool, vecs)
+    assert len(conflicts) == 1
+    assert conflicts[0].aspect == "figures"
+    assert conflicts[0].text.startswith("Sources differ on the figure: ")
