@@ -245,54 +245,48 @@ def test_times_and_figures_that_can_both_be_right_are_no_conflict():
     assert not _within("roughly 600", "approx", "Over 600", "lower")
 
 
-def test_figures_a_qualifier_reconciles_are_no_conflict(seed_settings):
+class _Candidate:
+    """A briefing candidate as rag.conflicts reads one: a sentence of a source."""
+
+    def __init__(self, source, text):
+        self.source, self.text, self.start = source, text, 0
+
+    def citation(self, n):
+        from rag.types import Citation
+
+        return Citation(n=n, source=self.source, chunk_id="c", text=self.text, start=0,
+                        end=len(self.text))
+
+
+def _conflicts(settings, *sources_and_texts):
+    """rag.conflicts over candidates embedded by the real model: (conflicts, disputed pairs)."""
     from rag.conflicts import find_conflicts
-    from rag.types import Citation
-
-    class Sentence:
-        def __init__(self, source, text):
-            self.source, self.text, self.start = source, text, 0
-
-        def citation(self, n):
-            return Citation(n=n, source=self.source, chunk_id="c", text=self.text, start=0,
-                            end=len(self.text))
-
-    pool = [Sentence("a.txt", "Israel launched more than 30 air strikes on Gaza overnight."),
-            Sentence("b.txt", "Israel launched 34 air strikes on Gaza overnight."),
-            Sentence("c.txt", "Israel launched 12 air strikes on Gaza overnight.")]
     from rag.store import open_store
 
-    store, embedder = open_store(seed_settings)
+    pool = [_Candidate(source, text) for source, text in sources_and_texts]
+    store, embedder = open_store(settings)
     try:
-        vecs = embedder.embed([s.text for s in pool])
+        vecs = embedder.embed([c.text for c in pool])
     finally:
         store.close()
-    _, disputed = find_conflicts(pool, vecs)
+    return find_conflicts(pool, vecs)
+
+
+def test_figures_a_qualifier_reconciles_are_no_conflict(seed_settings):
+    _, disputed = _conflicts(
+        seed_settings,
+        ("a.txt", "Israel launched more than 30 air strikes on Gaza overnight."),
+        ("b.txt", "Israel launched 34 air strikes on Gaza overnight."),
+        ("c.txt", "Israel launched 12 air strikes on Gaza overnight."))
     # 34 is more than 30; 12 is not, and 12 is not 34
     assert disputed == {(0, 2), (1, 2)}
 
 
 def test_two_figures_disputed_by_the_same_sentences_are_one_aspect(seed_settings):
-    from rag.conflicts import find_conflicts
-    from rag.store import open_store
-    from rag.types import Citation
-
-    class Sentence:
-        def __init__(self, source, text):
-            self.source, self.text, self.start = source, text, 0
-
-        def citation(self, n):
-            return Citation(n=n, source=self.source, chunk_id="c", text=self.text, start=0,
-                            end=len(self.text))
-
-    pool = [Sentence("a.txt", "The new glass bridge is 430 meters long and 300 meters high."),
-            Sentence("b.txt", "The new glass bridge is 375 meters long and 260 meters high.")]
-    store, embedder = open_store(seed_settings)
-    try:
-        vecs = embedder.embed([s.text for s in pool])
-    finally:
-        store.close()
-    conflicts, _ = find_conflicts(pool, vecs)
+    conflicts, _ = _conflicts(
+        seed_settings,
+        ("a.txt", "The new glass bridge is 430 meters long and 300 meters high."),
+        ("b.txt", "The new glass bridge is 375 meters long and 260 meters high."))
     assert len(conflicts) == 1
     assert conflicts[0].aspect == "figures"
     assert conflicts[0].text.startswith("Sources differ on the figure: ")
