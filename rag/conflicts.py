@@ -213,12 +213,18 @@ def _disjoint(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 def _when(time: str) -> tuple[str, tuple]:
     """A time as said, by kind: a date (its year, month and day, each None where unsaid), a
-    weekday, or a span told in words ("last week", "since the invasion began")."""
+    weekday, a start ("since the invasion began"), or a span of a week, a month, a season...
+    ("last week", "earlier this month")."""
     words = re.findall(r"\w+", time.lower())
     month = next((_MONTHS.index(w) + 1 for w in words if w in _MONTHS), None)
     year = next((int(w) for w in words if re.fullmatch(r"(?:19|20)\d{2}", w)), None)
     if month is None and year is None:
-        return ("weekday" if any(w.endswith("day") for w in words) else "words"), (time,)
+        if any(w.endswith("day") for w in words):
+            return "weekday", (time,)
+        if words[0] == "since":
+            return "since", (time,)
+        # "last week", "earlier this month": spans of one length compare, of two lengths not
+        return f"span of a {words[-1]}", (time,)
     day = next((int(re.match(r"\d+", w).group()) for w in words
                 if re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)?", w)), None)
     return "date", (year, month, day)
@@ -226,8 +232,9 @@ def _when(time: str) -> tuple[str, tuple]:
 
 def _times_disagree(a: str, b: str) -> bool:
     """Two times that cannot both be right: dates that differ in a part both give ("in April"
-    and "April 8, 2010" agree), or two weekdays or two spans told in words that differ. A date
-    and "last week" are not compared: they may well be two events."""
+    and "April 8, 2010" agree), or two weekdays, two starts or two spans of one length that
+    differ ("last week" and "this week"). A date and "last week", or "last week" and "earlier
+    this month", are not compared: they may well be two events, or agree."""
     (kind_a, when_a), (kind_b, when_b) = _when(a), _when(b)
     if kind_a != kind_b:
         return False

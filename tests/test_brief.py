@@ -290,3 +290,11 @@ def test_two_figures_disputed_by_the_same_sentences_are_one_aspect(seed_settings
     assert len(conflicts) == 1
     assert conflicts[0].aspect == "figures"
     assert conflicts[0].text.startswith("Sources differ on the figure: ")
+
+
+def test_spans_of_time_compare_only_at_one_length():
+    from rag.conflicts import _times_disagree
+
+    assert _times_disagree("last week", "this week")
+    assert not _times_disagree("earlier this month", "last week")
+    assert not _times_disagree("this weekend", "sunday")
