@@ -99,17 +99,13 @@ def main() -> None:
     p.add_argument("--save", action="store_true", help="write bench/results_ceiling.json")
     args = p.parse_args()
     from bench.machine import cpu_name
-    from rag.ingest import ingest
+    from bench.natural import indexed
 
     out: dict = {"cpu": cpu_name(), "sets": {}}
     t0 = time.perf_counter()
     for name in args.sets.split(","):
-        folder, work = ROOT / "bench" / name, ROOT / "bench" / "work" / name
-        if not any((work / "docs").glob("*.txt")):
-            sys.exit(f"{work / 'docs'}: no documents; run `bash {folder}/fetch_docs.sh` first")
-        settings = Settings.from_env(index_dir=work / "index")
-        ingest([str(work / "docs")], settings)
-        res = measure(settings, span_questions(folder / "questions.jsonl"))
+        folder = ROOT / "bench" / name
+        res = measure(indexed(folder), span_questions(folder / "questions.jsonl"))
         out["sets"][name] = res
         print(name, json.dumps({m: res[m] for m in ("questions", *MEASURES)}), flush=True)
     out["seconds"] = round(time.perf_counter() - t0, 1)

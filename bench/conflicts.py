@@ -35,6 +35,7 @@ NATURAL = ("natural", "calibration", "calibration_kernel")
 def corpora(half: str):
     """(name, settings) of every index to brief, Multi-News clusters first."""
     from bench.briefing import articles
+    from bench.natural import indexed
     from rag.ingest import ingest
 
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
@@ -48,10 +49,7 @@ def corpora(half: str):
         ingest([str(docs)], settings)
         yield row["id"], settings
     for name in NATURAL:
-        work = ROOT / "bench" / "work" / name
-        if not any((work / "docs").glob("*.txt")):
-            sys.exit(f"{work / 'docs'}: no documents; run `bash bench/{name}/fetch_docs.sh`")
-        yield name, Settings.from_env(index_dir=work / "index")
+        yield name, indexed(ROOT / "bench" / name)
 
 
 def main() -> None:

@@ -176,6 +176,19 @@ def answerability_auc(rows: list[dict]) -> float | None:
     return round(auc(right, other), 3)
 
 
+def indexed(folder: Path) -> Settings:
+    """The settings of a question set's index (bench/work/<folder name>/index), its fetched
+    documents ingested; exits naming the fetch script when they are not there."""
+    from rag.ingest import ingest
+
+    work = ROOT / "bench" / "work" / folder.name
+    if not any((work / "docs").glob("*.txt")):
+        sys.exit(f"{work / 'docs'}: no documents; run `bash {folder}/fetch_docs.sh` first")
+    settings = Settings.from_env(index_dir=work / "index")
+    ingest([str(work / "docs")], settings)
+    return settings
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--save", action="store_true", help="write bench/results_natural.json")
@@ -183,16 +196,9 @@ def main() -> None:
                    "is the answerability model's calibration set: measured, never saved)")
     args = p.parse_args()
     folder = Path(args.set)
-    work = ROOT / "bench" / "work" / folder.name
-    docs = work / "docs"
-    if not any(docs.glob("*.txt")):
-        sys.exit(f"{docs}: no documents; run `bash {folder}/fetch_docs.sh` first")
-    from rag.ingest import ingest
-
-    settings = Settings.from_env(index_dir=work / "index")
-    ingest([str(docs)], settings)
-    res, rows = run(settings, folder / "questions.jsonl")
-    (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res, rows = run(indexed(folder), folder / "questions.jsonl")
+    rows_file = ROOT / "bench" / "work" / folder.name / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps(res, indent=2))
     if args.save and folder.resolve() == SET.resolve():
         RESULTS.write_text(json.dumps(res, indent=2) + "\n")

@@ -587,19 +587,15 @@ def _natural_rows(weights: tuple[Path, ...], folder: Path) -> dict:
     rag retrieves for it. Requests, yes/no questions and follow-ups are left out (they are not
     answered by a span). Label: the best span holds an accepted answer; kind: 1 answerable,
     0 not."""
+    from bench.natural import indexed
     from rag.answer import Answerer
     from rag.display import fit_question
     from rag.evaluate import contains_answer
-    from rag.ingest import ingest
     from rag.reader import READER_BASE, Reader, load_base
     from rag.reading import FEATURES, read_passages
     from rag.registry import resolve_embedding
 
-    work = WORK.parent / folder.name
-    if not any((work / "docs").glob("*.txt")):
-        sys.exit(f"{work / 'docs'}: no documents; run `bash {folder}/fetch_docs.sh` first")
-    settings = Settings.from_env(index_dir=work / "index")
-    ingest([str(work / "docs")], settings)
+    settings = indexed(folder)
     answerer = Answerer(settings)
     reader = Reader(load_base(resolve_embedding(READER_BASE, settings).path), weights)
     out: dict = {"rows": [], "labels": [], "kinds": []}
