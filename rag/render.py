@@ -23,12 +23,17 @@ from rag.evaluate import (
 from rag.types import Answer, Briefing, Citation, Point
 
 
+def place(source: str, chunk_id: str | None = None) -> str:
+    """Where a passage stands, for a terminal: its source's name on one line, with its chunk id
+    in brackets when given."""
+    text = printable(source, one_line=True)
+    return text if chunk_id is None else f"{text} ({chunk_id})"
+
+
 def citation(n: int, source: str, chunk_id: str | None = None, quote: str | None = None) -> str:
-    """One cited source for a terminal: `[n] source`, with its chunk id in brackets when
-    given and `quote` after a colon in quotation marks; the source's name on one line."""
-    text = f"[{n}] {printable(source, one_line=True)}"
-    if chunk_id is not None:
-        text += f" ({chunk_id})"
+    """One cited source for a terminal: `[n]` and its place, with `quote` after a colon in
+    quotation marks."""
+    text = f"[{n}] {place(source, chunk_id)}"
     if quote is not None:
         text += f": “{printable(quote)}”"
     return text
@@ -52,7 +57,7 @@ def answer_text(a: Answer) -> str:
                          f"      \"{printable(c.text)}\"")
     elif a.abstained and a.hits:
         lines += ["", "Searched, none judged to answer it:"]
-        lines += [f"  {printable(h.chunk.source, one_line=True)} ({h.chunk.chunk_id})"
+        lines += [f"  {place(h.chunk.source, h.chunk.chunk_id)}"
                   for h in sorted(a.hits, key=lambda h: h.rank)[:SEARCHED_SHOWN]]
     return "\n".join(lines)
 
